@@ -1,0 +1,60 @@
+# diffusion_lm — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/diffusion-lm
+ARGS ?=
+
+# Data root: $DIFFUSION_LM_DATA if set, else a sibling shared/data checkout, else ./data
+DIFFUSION_LM_DATA ?= $(firstword $(wildcard $(abspath ../shared/data)) $(CURDIR)/data)
+export DIFFUSION_LM_DATA
+export TOKENIZERS_PARALLELISM ?= false
+
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# CPU machines get the CPU build of torch 2.13; on other CPU boxes add
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu so pip does not fetch the CUDA build.
+TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+TORCH_INDEX ?=
+# Accelerator flags for the training targets: DDP over every visible GPU in bf16, else one CPU process.
+DEVICE_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=-1 --trainer.strategy=ddp --trainer.precision=bf16-mixed,--trainer.accelerator=cpu --trainer.devices=1)
+DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
+
+.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+	@echo "  data root: $(DIFFUSION_LM_DATA)   GPU: $(if $(HAS_GPU),yes,no)"
+
+install: $(VENV)/.installed ## create .venv and install torch + diffusion_lm[dev]
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo: install ## train a small diffusion LM on Multi30k (~6 min on CPU), sample, print test BLEU
+	@rm -rf runs/demo/checkpoints
+	$(CLI) fit --config experiments/demo.yaml $(DEMO_ARGS) $(ARGS)
+	$(CLI) test --config experiments/demo.yaml --ckpt_path runs/demo/checkpoints/last.ckpt $(DEMO_ARGS) $(ARGS)
+
+test: install ## the test suite (CPU, no network; the `slow` marker is left out)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-all: install ## every test, slow ones included
+	$(PY) -m pytest -q $(ARGS)
+
+tensorboard: install ## TensorBoard on runs/ (losses, per-timestep statistics, samples)
+	$(VENV)/bin/tensorboard --logdir runs $(ARGS)
+
+train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_steps=…" to override)
+	$(CLI) fit --config experiments/multi30k/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-wmt14: install ## WMT14 en→de from scratch (needs the training split: Hub `wmt/wmt14` or local files)
+	$(CLI) fit --config experiments/wmt14/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+clean: ## remove runs/ and caches (keeps .venv)
+	rm -rf runs lightning_logs .pytest_cache

@@ -1,0 +1,5 @@
+from .benchmarks import WMT14, Multi30k
+from .seq2seq import Seq2SeqDataModule
+from .tokenization import TextTokenizer
+
+__all__ = ["WMT14", "Multi30k", "Seq2SeqDataModule", "TextTokenizer"]

@@ -1,0 +1,92 @@
+"""The interface every diffusion process implements (Gaussian-embedding, discrete uniform, masked).
+
+A process owns the math of corruption and the training loss; it holds no parameters (those live
+in the shared :class:`~diffusion_lm.models.Denoiser`). Target-length prediction is shared by all
+processes: the length head reads the SEP position of a source-only view, so it never sees the
+target it predicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..models.denoiser import Denoiser, DenoiserOutput
+from .schedule import NoiseSchedule, SqrtSchedule
+
+
+class LossOutput(NamedTuple):
+    loss: torch.Tensor  # scalar that backward() sees (sampler weights applied)
+    per_example: torch.Tensor  # (B,) detached, unweighted denoising loss per example
+    logs: dict[str, torch.Tensor]  # detached scalars for logging
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp_min(1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
+
+
+class DiffusionProcess:
+    """Base class.
+
+    Args:
+        schedule: ᾱ(t) (continuous) or the corruption rate 1 − ᾱ(t) (discrete). Default: sqrt.
+        length_weight: Weight of the target-length cross-entropy added to the loss.
+    """
+
+    def __init__(self, schedule: Optional[NoiseSchedule] = None, length_weight: float = 0.1) -> None:
+        self.schedule = schedule or SqrtSchedule()
+        self.length_weight = length_weight
+
+    # --- what subclasses implement
+    def training_loss(
+        self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor
+    ) -> LossOutput:
+        """t, weights: (B,) per-example noise level and loss weight from the timestep sampler."""
+        raise NotImplementedError
+
+    def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs for uncorrupted tokens: ``{"input_ids": …}`` or ``{"inputs_embeds": …}``."""
+        return {"input_ids": input_ids}
+
+    # --- shared: per-token timesteps and target length
+    @staticmethod
+    def token_timesteps(t: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) → (B, L): the example's t on target positions, 0 on the (clean) prompt."""
+        return t[:, None] * target_mask.to(t.dtype)
+
+    @staticmethod
+    def sep_positions(batch: dict[str, Any]) -> torch.Tensor:
+        return batch["prefix_len"] - 1  # (B,)
+
+    def length_hidden(self, model: Denoiser, batch: dict[str, Any], out: DenoiserOutput | None) -> torch.Tensor:
+        """(B, D) hidden state at SEP computed from the source alone.
+
+        With prefix attention the source positions of the training pass never see the target, so
+        its hidden state is reused; otherwise a source-only pass is run."""
+        rows = torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+        sep = self.sep_positions(batch)
+        if out is None or model.config.attention != "prefix":
+            L = batch["input_ids"].shape[1]
+            in_prefix = torch.arange(L, device=sep.device)[None, :] <= sep[:, None]
+            zeros = torch.zeros(in_prefix.shape, device=sep.device)  # the prompt is clean: t = 0
+            out = model(**self.clean_inputs(model, batch["input_ids"]), timesteps=zeros, valid=in_prefix,
+                        prefix_len=batch["prefix_len"], attention="bidirectional")
+        return out.hidden[rows, sep]
+
+    def length_loss(self, model: Denoiser, batch: dict[str, Any], out: DenoiserOutput | None) -> torch.Tensor:
+        if model.length_head is None or self.length_weight == 0:
+            return batch["input_ids"].new_zeros((), dtype=torch.float32)
+        logits = model.predict_length(self.length_hidden(model, batch, out))  # (B, C)
+        target = batch["tgt_len"].clamp(max=logits.shape[-1] - 1)
+        return F.cross_entropy(logits.float(), target)
+
+    @torch.no_grad()
+    def predict_lengths(self, model: Denoiser, batch: dict[str, Any], max_len: int) -> torch.Tensor:
+        """(B,) predicted number of target positions (EOS included), in [2, max_len]."""
+        logits = model.predict_length(self.length_hidden(model, batch, None))
+        return logits.argmax(-1).clamp(2, max_len)

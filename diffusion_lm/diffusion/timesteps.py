@@ -1,0 +1,46 @@
+"""Timestep samplers: which noise levels t ∈ [0, 1] a training batch is drawn at.
+
+The interface is what the recipes call; the importance sampler of the task-specific training
+paper implements the same methods (and keeps per-bin statistics in its state).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class TimestepSampler:
+    """Interface.
+
+    ``sample`` returns the per-example times and loss weights; ``update`` receives the
+    per-example losses of the same batch so that adaptive samplers can keep statistics.
+    ``state_dict``/``load_state_dict`` are stored in the recipe's checkpoint.
+    """
+
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(t, weight)``, both of shape (B,): t ∈ [0, 1], weight multiplies the loss."""
+        raise NotImplementedError
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor, step: int) -> None:  # noqa: ARG002
+        """Called after each training step with detached per-example losses (B,)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+        return None
+
+
+class UniformSampler(TimestepSampler):
+    """t ~ U(t_min, 1), weight 1. ``t_min`` > 0 avoids wasting steps on an almost-clean input."""
+
+    def __init__(self, t_min: float = 0.0) -> None:
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must be in [0, 1), got {t_min}")
+        self.t_min = t_min
+
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.t_min + (1.0 - self.t_min) * torch.rand(batch_size, device=device)
+        return t, torch.ones(batch_size, device=device)

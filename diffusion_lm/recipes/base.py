@@ -1,0 +1,243 @@
+"""BaseRecipe: what every training recipe shares.
+
+A recipe is a LightningModule around the one :class:`~diffusion_lm.models.Denoiser`. The base
+class owns the optimiser (AdamW, warm-up + decay), the EMA copy of the weights, validation and
+test generation scored by the data module's metrics, sample logging, and the tokenizer stored in
+the checkpoint. Subclasses implement :meth:`compute_loss` and :meth:`generate_tokens`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Any, Literal, Optional
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from ..data.layout import trim_at_eos
+from ..data.tokenization import TextTokenizer
+from ..diffusion.process import LossOutput
+from ..errors import ConfigError
+from ..metrics.text import default_metrics
+from ..models.config import DenoiserConfig
+from ..models.denoiser import Denoiser
+from ..models.ema import EMA
+
+
+def lr_lambda(step: int, warmup: int, total: int, kind: str, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine / linear decay to ``min_ratio`` at ``total`` (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "linear":
+        return min_ratio + (1 - min_ratio) * (1 - progress)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Deterministic randomness for evaluation without disturbing the training RNG streams."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class BaseRecipe(L.LightningModule):
+    """Args:
+        denoiser: Architecture of the shared transformer.
+        vocab_size: Vocabulary size (linked from ``data.vocab_size`` by the CLI).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (matrices only; biases, norms and gains are not decayed).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps.
+        lr_decay: ``cosine``, ``linear`` or ``constant`` after warm-up.
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
+        fused_adamw: Use the fused AdamW kernel (``None`` = on CUDA).
+        ema_decay: EMA decay of the weights used for evaluation (0 = off).
+        val_generate_batches: Validation batches that are also decoded and scored (−1 = all, 0 = none).
+        num_logged_samples: Source/reference/prediction triples written to TensorBoard per validation.
+        compile: ``torch.compile`` the denoiser.
+        eval_seed: Seed of the evaluation noise (the same samples at every validation).
+    """
+
+    def __init__(
+        self,
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 1000,
+        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
+        min_lr_ratio: float = 0.1,
+        fused_adamw: Optional[bool] = None,
+        ema_decay: float = 0.9999,
+        val_generate_batches: int = 4,
+        num_logged_samples: int = 8,
+        compile: bool = False,
+        eval_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        cfg = copy.deepcopy(denoiser) if denoiser is not None else DenoiserConfig()
+        if vocab_size:
+            cfg.vocab_size = vocab_size
+        self.configure_denoiser(cfg)
+        self.denoiser = Denoiser(cfg)
+        self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
+        self.tokenizer: TextTokenizer | None = None
+        self.metrics = nn.ModuleDict(default_metrics())
+        self.eval_loss = MeanMetric()
+        self.eval_steps = MeanMetric()
+        self._samples: list[tuple[str, str, str]] = []
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
+        """Adjust the architecture before it is built (e.g. attention mode, length head)."""
+
+    def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
+        raise NotImplementedError
+
+    def generate_tokens(self, batch: dict[str, Any], model: Denoiser) -> tuple[list[list[int]], torch.Tensor]:
+        """Target token rows (before EOS trimming) and the number of model evaluations per example (B,)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def eval_model(self) -> Denoiser:
+        return self.ema.model if self.ema is not None else self.denoiser
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        cfg = self.denoiser.config
+        if hasattr(dm, "tokenizer"):
+            self.tokenizer = dm.tokenizer
+            if self.tokenizer.vocab_size != cfg.vocab_size:
+                raise ConfigError(
+                    f"the data's tokenizer has {self.tokenizer.vocab_size} tokens but the model was built for "
+                    f"{cfg.vocab_size} (model.init_args.vocab_size / the checkpoint): use the same tokenizer"
+                )
+        if getattr(dm, "max_len", 0) > cfg.max_len:
+            raise ConfigError(
+                f"data.max_src_len + data.max_tgt_len + 2 = {dm.max_len} exceeds the denoiser's max_len={cfg.max_len}: "
+                "raise model.init_args.denoiser.max_len or lower the data lengths"
+            )
+        if hasattr(dm, "build_metrics"):
+            self.metrics = nn.ModuleDict(dm.build_metrics())
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.denoiser.compile()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.denoiser.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        fused = hp.fused_adamw if hp.fused_adamw is not None else all(p.is_cuda for p in params)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr, betas=tuple(hp.betas), fused=fused or None,
+        )
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 0
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_lambda(s, hp.warmup_steps, total, hp.lr_decay, hp.min_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch, self.denoiser)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        if self._trainer is not None and self.trainer.lr_scheduler_configs:
+            self.log("train/lr", self.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])
+        for k, v in out.logs.items():
+            self.log(f"train/{k}", v, batch_size=batch["input_ids"].shape[0])
+        return out.loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)  # runs only on real steps (gradient accumulation respected)
+        if self.ema is not None:
+            self.ema.update(self.denoiser)
+
+    # ------------------------------------------------------------------ evaluation
+    def decode_predictions(self, batch: dict[str, Any], model: Denoiser) -> list[str]:
+        rows, steps = self.generate_tokens(batch, model)
+        self.eval_steps.update(steps.float())
+        tok = self.require_tokenizer()
+        return [tok.decode(trim_at_eos(r, tok.eos_id, tok.pad_id)) for r in rows]
+
+    def require_tokenizer(self) -> TextTokenizer:
+        if self.tokenizer is None:
+            raise ConfigError("no tokenizer: attach a data module or load a checkpoint that stores one")
+        return self.tokenizer
+
+    def _eval_step(self, batch: dict[str, Any], batch_idx: int, generate: bool) -> None:
+        model = self.eval_model
+        with seeded(self.hparams.eval_seed + batch_idx, self.device):
+            self.eval_loss.update(self.compute_loss(batch, model).loss.detach())
+            if not generate:
+                return
+            preds = self.decode_predictions(batch, model)
+        for m in self.metrics.values():
+            m.update(preds, batch["refs"])
+        room = self.hparams.num_logged_samples - len(self._samples)
+        if room > 0:
+            self._samples.extend(zip(batch["src_text"][:room], [r[0] for r in batch["refs"][:room]], preds[:room]))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        n = self.hparams.val_generate_batches
+        self._eval_step(batch, batch_idx, generate=n < 0 or batch_idx < n)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, generate=True)
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        self.log(f"{prefix}/loss", self.eval_loss.compute(), sync_dist=False)
+        self.eval_loss.reset()
+        if self.eval_steps.update_count:
+            self.log(f"{prefix}/decode_steps", self.eval_steps.compute())
+            for name, m in self.metrics.items():
+                self.log(f"{prefix}/{name}", m.compute(), prog_bar=True)
+        self.eval_steps.reset()
+        for m in self.metrics.values():
+            m.reset()
+        self._log_samples(prefix)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _log_samples(self, prefix: str) -> None:
+        samples, self._samples = self._samples, []
+        if not samples or not self.trainer.is_global_zero:
+            return
+        if prefix == "test":  # the researcher sees what the model writes, not only a number
+            for i, (s, r, p) in enumerate(samples, 1):
+                print(f"--- example {i}\n  source:    {s}\n  reference: {r}\n  generated: {p}")
+        if self.logger is None:
+            return
+        exp = getattr(self.logger, "experiment", None)
+        if hasattr(exp, "add_text"):
+            rows = "\n".join(f"| {s} | {r} | {p} |" for s, r, p in samples)
+            exp.add_text(f"{prefix}/samples", "| source | reference | generated |\n|---|---|---|\n" + rows, self.global_step)
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" in checkpoint and self.tokenizer is None:
+            self.tokenizer = TextTokenizer.from_dict(checkpoint["tokenizer"])

@@ -1,0 +1,105 @@
+"""DiffusionRecipe: a diffusion process, a timestep sampler and a generator around the denoiser."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import torch
+
+from ..data.layout import build_batch, source_rows, target_rows
+from ..diffusion.gaussian import GaussianDiffusion
+from ..diffusion.generate import DDIMSampler, Generator
+from ..diffusion.process import DiffusionProcess, LossOutput
+from ..diffusion.timesteps import TimestepSampler, UniformSampler
+from ..metrics.timestep_stats import TimestepLossStats
+from ..models.config import DenoiserConfig
+from ..models.denoiser import Denoiser
+from .base import BaseRecipe
+
+
+class DiffusionRecipe(BaseRecipe):
+    """Args:
+        process: The diffusion process (``class_path``): Gaussian embedding diffusion by default.
+        timestep_sampler: Which t each training example gets (``class_path``): uniform by default.
+        generator: The sampler used for validation/test decoding (``class_path``): 20-step DDIM by default.
+        length_source: ``predicted`` (length head) or ``oracle`` (reference length; an upper bound for analysis).
+        timestep_bins: Bins of t for the per-noise-level loss statistics.
+        timestep_log_every: Steps between two logs of those statistics (``timestep/`` in TensorBoard).
+        **kwargs: See :class:`BaseRecipe`.
+    """
+
+    def __init__(
+        self,
+        process: Optional[DiffusionProcess] = None,
+        timestep_sampler: Optional[TimestepSampler] = None,
+        generator: Optional[Generator] = None,
+        length_source: Literal["predicted", "oracle"] = "predicted",
+        timestep_bins: int = 20,
+        timestep_log_every: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        self.length_source = length_source
+        super().__init__(**kwargs)
+        self.process = process or GaussianDiffusion()
+        self.timestep_sampler = timestep_sampler or UniformSampler()
+        self.generator = generator or DDIMSampler()
+        self.timestep_stats = TimestepLossStats(timestep_bins)
+
+    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
+        if cfg.attention == "causal":
+            cfg.attention = "prefix"  # diffusion denoises the whole target at once
+        if self.length_source == "predicted" and cfg.length_classes == 0:
+            cfg.length_classes = cfg.max_len + 1
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
+        B = batch["input_ids"].shape[0]
+        t, weights = self.timestep_sampler.sample(B, self.device)
+        out = self.process.training_loss(model, batch, t, weights)
+        if model is self.denoiser and self.training:
+            self.timestep_sampler.update(t, out.per_example, self.global_step)
+            self.timestep_stats.update(t, out.per_example)
+        return out
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.hparams.timestep_log_every
+        if every > 0 and (self.global_step % every == 0) and self.timestep_stats.update_count:
+            self.log_timestep_stats()
+
+    def log_timestep_stats(self) -> None:
+        stats = self.timestep_stats.compute()  # all-reduced across DDP ranks
+        self.timestep_stats.reset()
+        if not self.trainer.is_global_zero or self.logger is None:
+            return
+        metrics = {}
+        for name in ("mean", "var"):
+            for i, v in enumerate(stats[name].tolist()):
+                if v == v:  # skip empty bins (NaN)
+                    metrics[f"timestep/loss_{name}/bin_{i:02d}"] = v
+        self.logger.log_metrics(metrics, step=self.global_step)
+
+    # ------------------------------------------------------------------ generation
+    def target_lengths(self, batch: dict[str, Any], model: Denoiser) -> torch.Tensor:
+        room = model.config.max_len - batch["prefix_len"]
+        if self.length_source == "oracle":
+            return torch.minimum(batch["tgt_len"], room)
+        return torch.minimum(self.process.predict_lengths(model, batch, model.config.max_len), room).clamp_min(1)
+
+    def generate_tokens(self, batch: dict[str, Any], model: Denoiser) -> tuple[list[list[int]], torch.Tensor]:
+        tok = self.require_tokenizer()
+        lengths = self.target_lengths(batch, model)
+        gen = build_batch(source_rows(batch), None, sep_id=tok.sep_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                          tgt_lengths=lengths.tolist())
+        gen = {k: v.to(self.device) for k, v in gen.items()}
+        result = self.generator.generate(model, self.process, gen)
+        return target_rows(result.tokens, gen["target_mask"]), result.steps
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["timestep_sampler"] = self.timestep_sampler.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "timestep_sampler" in checkpoint:
+            self.timestep_sampler.load_state_dict(checkpoint["timestep_sampler"])

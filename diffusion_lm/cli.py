@@ -11,15 +11,23 @@ checkpoints) end with one ``error: …`` line and exit code 2.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import os
 import sys
+import tempfile
 import warnings
+from pathlib import Path
+
+import torch
+import yaml
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
-from .errors import DiffusionLMError
+from .data.seq2seq import resolve_cache_dir
+from .errors import CheckpointError, DiffusionLMError
 from .recipes.base import BaseRecipe
 
 def trainer_defaults() -> dict:
@@ -41,17 +49,82 @@ class DiffusionLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would apply the checkpoint's hyper-parameters *over* the user's config (so
+        ``test --ckpt_path … --model.init_args.generator.init_args.steps 5`` would be ignored);
+        :func:`with_checkpoint_defaults` applies them *under* it instead."""
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _ckpt_path_arg(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--ckpt_path="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def with_checkpoint_defaults(args: list[str]) -> list[str]:
+    """``--ckpt_path FILE``: the checkpoint's model and data configuration (and its tokenizer) become
+    a config file inserted right after the subcommand, so every ``--config`` and ``--key value`` the
+    user gives still wins. ``diffusion-lm test --ckpt_path last.ckpt`` then needs nothing else."""
+    if not args or args[0] not in SUBCOMMANDS:
+        return args
+    path = _ckpt_path_arg(args)
+    if path is None or path in ("last", "best", "hpc", "registry") or not Path(path).is_file():
+        if path is not None and path not in ("last", "best", "hpc", "registry"):
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return args
+    cfg = checkpoint_config(path)
+    if not cfg:
+        return args
+    fd, tmp = tempfile.mkstemp(prefix="ckpt-config-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(cfg, f)
+    atexit.register(os.remove, tmp)
+    return [args[0], "--config", tmp, *args[1:]]
+
+
+def checkpoint_config(path: str) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - not a zip, truncated, pickled objects …
+        raise CheckpointError(f"{path}: not a readable diffusion_lm checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    cfg: dict = {}
+    for key, section in (("hyper_parameters", "model"), ("datamodule_hyper_parameters", "data")):
+        hp = dict(ckpt.get(key) or {})
+        hp.pop("_instantiator", None)
+        class_path = hp.pop("_class_path", None)
+        if class_path:
+            cfg[section] = {"class_path": class_path, "init_args": hp}
+    if "tokenizer" in ckpt and "data" in cfg:
+        from .data.tokenization import TextTokenizer
+
+        digest = hashlib.sha1(ckpt["tokenizer"]["tokenizer_json"].encode()).hexdigest()[:12]
+        out = resolve_cache_dir(None) / "checkpoint-tokenizers" / digest
+        if not (out / "tokenizer.json").is_file():
+            TextTokenizer.from_dict(ckpt["tokenizer"]).save(out)
+        cfg["data"]["init_args"]["tokenizer"] = str(out)
+    return cfg
+
 
 def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*`isinstance.*LeafSpec`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*in eval mode at the start of training.*")  # the EMA copy
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.INFO)
 
 
 def main(args: list[str] | None = None) -> None:
     _quiet()
     try:
+        args = with_checkpoint_defaults(list(sys.argv[1:] if args is None else args))
         DiffusionLMCLI(
             BaseRecipe,
             LightningDataModule,

@@ -87,3 +87,38 @@ def test_malformed_line_is_one_clear_line(tmp_path):
     (tmp_path / "d" / "toy" / "train.jsonl").write_text('{"src": "a", "tgt": "b"}\nnot json\n')
     r = run_cli("fit", "--config", str(toy_config(tmp_path, tmp_path / "d")), "--trainer.fast_dev_run=1")
     assert r.returncode == 2 and "train.jsonl:2: malformed JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def _trained_checkpoint(toy_root, tmp_path) -> Path:
+    ckpt = tmp_path / "ck"
+    main(["fit", "--config", str(toy_config(tmp_path, toy_root)), "--trainer.max_steps=2",
+          "--trainer.limit_val_batches=0", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+          f"--trainer.callbacks.dirpath={ckpt}", "--trainer.callbacks.save_last=true"])
+    return ckpt / "last.ckpt"
+
+
+def test_test_from_checkpoint_alone_and_overrides_win(toy_root, tmp_path, monkeypatch, capsys):
+    """`test --ckpt_path` rebuilds model and data from the checkpoint (tokenizer included), while
+    explicit overrides still apply (Lightning's own behaviour would silently drop them)."""
+    path = _trained_checkpoint(toy_root, tmp_path)
+    from diffusion_lm.recipes import diffusion as recipe_module
+
+    seen = []
+    original = recipe_module.DiffusionRecipe.target_lengths
+    monkeypatch.setattr(recipe_module.DiffusionRecipe, "target_lengths",
+                        lambda self, b, m: seen.append(self.length_source) or original(self, b, m))
+    main(["test", "--ckpt_path", str(path), "--trainer.logger=false", "--trainer.limit_test_batches=1",
+          f"--trainer.default_root_dir={tmp_path}",
+          "--model.init_args.length_source=oracle", "--model.init_args.generator.init_args.steps=4"])
+    assert seen and set(seen) == {"oracle"}
+    assert "test/decode_steps" in capsys.readouterr().out
+
+
+def test_bad_checkpoint_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli("test", "--ckpt_path", str(bad))
+    assert r.returncode == 2 and "bad.ckpt: not a readable diffusion_lm checkpoint" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli("test", "--ckpt_path", str(tmp_path / "missing.ckpt"))
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr

@@ -105,7 +105,6 @@ def test_timestep_statistics_are_logged(toy_root, tmp_path):
 def test_oracle_length_generation(toy_root, tmp_path):
     dm = toy_datamodule(toy_root)
     model = tiny_recipe(dm.vocab_size, length_source="oracle")
-    assert model.denoiser.length_head is None
     res = cpu_trainer(tmp_path, limit_test_batches=1).test(model, dm, verbose=False)[0]
     assert math.isfinite(res["test/bleu"])
 

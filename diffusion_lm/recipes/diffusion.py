@@ -48,7 +48,7 @@ class DiffusionRecipe(BaseRecipe):
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
         if cfg.attention == "causal":
             cfg.attention = "prefix"  # diffusion denoises the whole target at once
-        if self.length_source == "predicted" and cfg.length_classes == 0:
+        if cfg.length_classes == 0:  # always built, so length_source can be switched at test time
             cfg.length_classes = cfg.max_len + 1
 
     # ------------------------------------------------------------------ training

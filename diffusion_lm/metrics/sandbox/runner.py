@@ -29,7 +29,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,7 +65,6 @@ class SandboxResult:
     stdout: str
     stderr: str
     duration_s: float
-    extra: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

@@ -20,7 +20,7 @@ from ..metrics.text import default_metrics
 from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
 from .sampler import BucketBatchSampler
-from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer, tokenizer_from_checkpoint
+from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         refs_field: Optional field holding all references (multi-reference metrics).
         swap: Translate in the other direction (target → source).
         splits: Names of the train/validation/test splits.
-        tokenizer: Hugging Face tokenizer name or path, or a ``.ckpt`` whose stored tokenizer is reused (how
-            ``validate``/``test`` work without the training split); ``None`` trains a byte-level BPE on the training split.
+        tokenizer: Hugging Face tokenizer name or path; ``None`` trains a byte-level BPE on the training split.
         bpe_vocab_size: Vocabulary of the trained BPE.
         cache_dir: Where trained tokenizers are cached; default ``$DIFFUSION_LM_CACHE`` or ``~/.cache/diffusion_lm``.
         max_src_len: Source tokens kept (longer sources are truncated and counted).
@@ -235,9 +234,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> TextTokenizer:
         if self._tokenizer is None:
-            if self.tokenizer_name and self.tokenizer_name.endswith(".ckpt"):
-                self._tokenizer = tokenizer_from_checkpoint(self.tokenizer_name)
-            elif self.tokenizer_name:
+            if self.tokenizer_name:
                 self._tokenizer = load_pretrained_tokenizer(self.tokenizer_name)
             else:
                 train = self.load_split("train")

@@ -115,21 +115,3 @@ def cached_bpe(cache_dir: Path, key: str, texts_fn, vocab_size: int) -> TextToke
             log.info("training a %d-token BPE on the training split (cached in %s)", vocab_size, path)
             train_bpe(texts_fn(), vocab_size).save(path)
     return TextTokenizer(PreTrainedTokenizerFast.from_pretrained(str(path)))
-
-
-def tokenizer_from_checkpoint(path: str) -> TextTokenizer:
-    """The tokenizer a training run stored in its checkpoint (``checkpoint["tokenizer"]``), so that a trained
-    model can be validated/tested without the training split its BPE was learnt from."""
-    import torch
-
-    try:
-        # weights_only=False: Lightning checkpoints hold hyper-parameter objects; this is the same file that
-        # `--ckpt_path` loads into the model.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: checkpoint not found (data.init_args.tokenizer)") from None
-    except Exception as e:  # noqa: BLE001 - corrupt or not a checkpoint
-        raise DataError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
-    if "tokenizer" not in ckpt:
-        raise DataError(f"{path}: the checkpoint stores no tokenizer (it was not written by a diffusion_lm recipe)")
-    return TextTokenizer.from_dict(ckpt["tokenizer"])

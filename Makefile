@@ -21,7 +21,8 @@ TORCH_INDEX ?=
 DEVICE_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=-1 --trainer.strategy=ddp --trainer.precision=bf16-mixed,--trainer.accelerator=cpu --trainer.devices=1)
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
-.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 clean
+.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
+	train-xsum train-commongen train-squad train-mbpp clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -55,6 +56,24 @@ train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_st
 
 train-wmt14: install ## WMT14 en→de from scratch (needs the training split: Hub `wmt/wmt14` or local files)
 	$(CLI) fit --config experiments/wmt14/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-wmt14-enfr: install ## WMT14 en→fr from scratch (needs the training split: Hub `wmt/wmt14` or local files)
+	$(CLI) fit --config experiments/wmt14_enfr/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-iwslt14: install ## IWSLT14 de→en from scratch (needs the training split: Hub or fairseq's script)
+	$(CLI) fit --config experiments/iwslt14/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-xsum: install ## XSum summarisation from scratch (needs train/validation: Hub `EdinburghNLP/xsum`)
+	$(CLI) fit --config experiments/xsum/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-commongen: install ## CommonGen v1.0 from scratch (local data; CIDEr-D)
+	$(CLI) fit --config experiments/commongen/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-squad: install ## SQuAD v1.1 question answering from scratch (local train subset; EM/F1)
+	$(CLI) fit --config experiments/squad/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+train-mbpp: install ## MBPP code generation from scratch (local data; sandboxed pass@1)
+	$(CLI) fit --config experiments/mbpp/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

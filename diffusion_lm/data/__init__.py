@@ -1,5 +1,5 @@
-from .benchmarks import WMT14, Multi30k
+from .benchmarks import IWSLT14, MBPP, WMT14, CommonGen, Multi30k, SQuAD, XSum
 from .seq2seq import Seq2SeqDataModule
 from .tokenization import TextTokenizer
 
-__all__ = ["WMT14", "Multi30k", "Seq2SeqDataModule", "TextTokenizer"]
+__all__ = ["IWSLT14", "MBPP", "WMT14", "CommonGen", "Multi30k", "SQuAD", "Seq2SeqDataModule", "TextTokenizer", "XSum"]

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 
 from ..errors import DataError
+from ..metrics.hub import MetricSpec, load_hub_metrics
 from ..metrics.text import default_metrics
 from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
@@ -104,6 +105,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
         limit_eval: Use only the first N validation/test examples (0 = all).
         num_workers: DataLoader worker processes.
         seed: Shuffling seed.
+        extra_metrics: Optional Hugging Face ``evaluate`` metrics (names or ``{path, compute_kwargs, …}``), computed
+            in addition to the benchmark's own when they can be loaded (see :mod:`diffusion_lm.metrics.hub`).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         limit_eval: int = 0,
         num_workers: int = 2,
         seed: int = 0,
+        extra_metrics: Optional[list[MetricSpec]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -146,6 +150,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.limit_train, self.limit_eval = limit_train, limit_eval
         self.num_workers = num_workers
         self.seed = seed
+        self.extra_metrics = extra_metrics
         self._tokenizer: TextTokenizer | None = None
         self._raw: dict[str, list[dict]] = {}
         self.datasets: dict[str, PairDataset] = {}
@@ -161,11 +166,18 @@ class Seq2SeqDataModule(L.LightningDataModule):
         path = find_split_file(self.folder, split_file)
         if path is None:
             return None
-        required = [self.src_field, self.tgt_field] + ([self.refs_field] if self.refs_field else [])
-        rows = list(iter_jsonl(path, required=required))
+        rows = list(iter_jsonl(path, required=self.required_fields()))
         if not rows:
             raise DataError(f"{path}: split is empty")
         return rows
+
+    def required_fields(self) -> list[str]:
+        """Fields every local row must have (a missing one is an error naming file and line)."""
+        return [self.src_field, self.tgt_field] + ([self.refs_field] if self.refs_field else [])
+
+    def missing_split_hint(self, split: str) -> str:
+        """Appended to the error for a split found neither locally nor on the Hub (how to get it)."""
+        return ""
 
     def hub_rows(self, split_file: str) -> list[dict]:
         """Rows of a Hub split converted to the local field layout (override ``from_hub_row``)."""
@@ -202,10 +214,12 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     def _rows_from_hub(self, split: str, split_file: str) -> list[dict]:
         looked = f"{self.folder}/{split_file}.jsonl[.gz]"
+        hint = self.missing_split_hint(split)
+        hint = f" {hint}" if hint else ""
         if not self.hub_id:
             raise DataError(
                 f"no {split} split for dataset {self.dataset_name!r}: {looked} does not exist and no hub_id is set. "
-                f"Set data.data_dir or ${DATA_ENV} to the data root."
+                f"Set data.data_dir or ${DATA_ENV} to the data root.{hint}"
             )
         try:
             return self.hub_rows(split_file)
@@ -213,7 +227,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
             raise DataError(
                 f"no {split} split for dataset {self.dataset_name!r}: {looked} does not exist and the Hub dataset "
                 f"{self.hub_id!r} (config {self.hub_config!r}) could not be loaded ({type(e).__name__}: {e}). "
-                f"Set data.data_dir or ${DATA_ENV} to the data root, or check the network."
+                f"Set data.data_dir or ${DATA_ENV} to the data root, or check the network.{hint}"
             ) from None
 
     # ------------------------------------------------------------------ tokenizer
@@ -240,7 +254,12 @@ class Seq2SeqDataModule(L.LightningDataModule):
         return self.max_src_len + self.max_tgt_len + 2
 
     def build_metrics(self) -> dict[str, Metric]:
-        """Metrics of this benchmark (name → torchmetrics Metric taking ``update(predictions, references)``)."""
+        """Metrics of this benchmark (name → torchmetrics Metric taking ``update(predictions, references)``),
+        plus the ``extra_metrics`` that could be loaded."""
+        return {**self.task_metrics(), **load_hub_metrics(self.extra_metrics)}
+
+    def task_metrics(self) -> dict[str, Metric]:
+        """The benchmark's own metrics (override per benchmark)."""
         return default_metrics()
 
     # ------------------------------------------------------------------ Lightning hooks

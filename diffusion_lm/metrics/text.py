@@ -1,8 +1,22 @@
-"""Text-generation metrics used by the recipes: ``update(predictions, references)`` on strings."""
+"""BLEU for the recipes: ``update(predictions, references)`` on strings.
+
+Two BLEUs are reported and must not be confused:
+
+* :class:`SacreBLEU` — detokenised corpus BLEU with SacreBLEU's ``13a`` tokenisation (Post 2018):
+  the comparable number, logged as ``bleu``.
+* :class:`TokenizedBLEU` — BLEU on whitespace tokens after Moses tokenisation (``multi-bleu.perl`` /
+  ``fairseq-score`` style), optionally with the ``##AT##`` compound splitting of the fairseq WMT14
+  En-De recipe: the number older diffusion papers (DiffuSeq, Difformer, SeqDiffuSeq, DINOISER …)
+  report, logged as ``bleu_tok``. It depends on the tokenisation and is usually higher than SacreBLEU.
+  On data that is already tokenised (the fairseq IWSLT14 files) use ``tokenize="none"``.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import cached_property
+from typing import Literal
 
 from torchmetrics import Metric
 from torchmetrics.text import SacreBLEUScore
@@ -23,6 +37,44 @@ class SacreBLEU(SacreBLEUScore):
 
     def compute(self):  # noqa: D102
         return super().compute() * 100.0
+
+
+_COMPOUND = re.compile(r"(\S)-(\S)")
+
+
+class TokenizedBLEU(SacreBLEU):
+    """Tokenised BLEU: BLEU over the tokens of ``tokenize`` with no further tokenisation.
+
+    Args:
+        tokenize: ``moses`` (sacremoses, aggressive dash splits as in fairseq's WMT preparation) or
+            ``none`` (the text is already tokenised: split on whitespace).
+        lang: Moses language code of the target side.
+        compound_split: Split ``a-b`` into ``a ##AT##-##AT## b`` (fairseq's ``compound_split_bleu.sh``,
+            used for WMT14 En-De results).
+        lowercase: Lower-case hypotheses and references.
+    """
+
+    def __init__(self, tokenize: Literal["moses", "none"] = "moses", lang: str = "en", compound_split: bool = False,
+                 lowercase: bool = False, **kwargs) -> None:
+        super().__init__(tokenize="none", lowercase=lowercase, **kwargs)
+        self.pre_tokenize, self.lang, self.compound_split = tokenize, lang, compound_split
+
+    @cached_property
+    def _moses(self):
+        from sacremoses import MosesTokenizer
+
+        return MosesTokenizer(lang=self.lang)
+
+    def tokens(self, text: str) -> str:
+        if self.pre_tokenize == "moses":
+            text = self._moses.tokenize(text, aggressive_dash_splits=True, return_str=True, escape=False)
+        text = " ".join(text.split())
+        if self.compound_split:
+            text = _COMPOUND.sub(r"\1 ##AT##-##AT## \2", text)
+        return text
+
+    def update(self, preds: Sequence[str], target: Sequence[Sequence[str]]) -> None:  # type: ignore[override]
+        super().update([self.tokens(p) for p in preds], [[self.tokens(r) for r in refs] for refs in target])
 
 
 def default_metrics() -> dict[str, Metric]:

@@ -207,7 +207,9 @@ class BaseRecipe(L.LightningModule):
         if self.eval_steps.update_count:
             self.log(f"{prefix}/decode_steps", self.eval_steps.compute())
             for name, m in self.metrics.items():
-                self.log(f"{prefix}/{name}", m.compute(), prog_bar=True)
+                value = m.compute()  # a scalar, or a dict of scalars (e.g. ROUGE: rouge1/rouge2/rougeL)
+                for key, v in (value.items() if isinstance(value, dict) else [(name, value)]):
+                    self.log(f"{prefix}/{key}", v, prog_bar=True)
         self.eval_steps.reset()
         for m in self.metrics.values():
             m.reset()

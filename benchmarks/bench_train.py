@@ -196,6 +196,15 @@ def datasheet_peak(device: torch.device, precision: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> dict:
     gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, help="write the results as JSON")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    _quiet()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.set_float32_matmul_precision("high")
@@ -284,16 +294,16 @@ def _fmt(x: float | None, spec: str) -> str:
 def print_table(info: dict, rows: list[dict]) -> None:
     print(f"\ndevice: {info['device']} | torch {info['torch']} | lightning {info['lightning']} | {info['precision']}"
           f" | compile={info['compile']} | {info['params_M']}M params | peak: datasheet "
-          f"{_fmt(info['peak_datasheet_tflops'], '.0f')} TFLOP/s, measured matmul {_fmt(info['peak_measured_matmul_tflops'], '.1f')} TFLOP/s")
+          f"{_fmt(info['peak_datasheet_tflops'], '.4g')} TFLOP/s, measured matmul {_fmt(info['peak_measured_matmul_tflops'], '.4g')} TFLOP/s")
     head = ("| L | batch | Lightning tok/s | bare tok/s | ratio | Lightning MFU | bare MFU | Lightning TFLOP/s "
             "| Lightning peak mem GiB | bare peak mem GiB |")
     print(head)
-    print("|" + "---|" * head.count("|")[:-1] if False else "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         lt, bt = r["lightning"], r["bare"]
         mfu = (lambda d: _fmt(d["mfu_datasheet"], ".1%") + (f" ({_fmt(d['mfu_measured'], '.1%')} meas.)" if d["mfu_measured"] else ""))
         print(f"| {r['length']} | {r['batch']} | {lt['tokens_per_sec']:,.0f} | {bt['tokens_per_sec']:,.0f} | {r['ratio']:.3f} "
-              f"| {mfu(lt)} | {mfu(bt)} | {lt['tflops']:.2f} | {_fmt(lt['peak_mem_gib'], '.1f')} | {_fmt(bt['peak_mem_gib'], '.1f')} |")
+              f"| {mfu(lt)} | {mfu(bt)} | {lt['tflops']:.3g} | {_fmt(lt['peak_mem_gib'], '.1f')} | {_fmt(bt['peak_mem_gib'], '.1f')} |")
 
 
 if __name__ == "__main__":

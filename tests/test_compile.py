@@ -107,3 +107,20 @@ def test_bf16_compile_on_gpu_without_host_syncs(toy_root, tmp_path):
     assert losses[1] == pytest.approx(losses[0], rel=2e-2)
     monitor = next(c for c in trainer.callbacks if type(c).__name__ == "ThroughputMonitor")
     assert monitor.last_metrics["throughput/tokens_per_sec"] > 0 and monitor.last_metrics["throughput/gpu_mem_peak_gib"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("attention", ["prefix", "bidirectional", "causal"])
+def test_attention_masks_run_on_fused_kernels(attention):
+    """The mask form of each attention mode is accepted by a fused SDPA kernel (flash, memory-efficient or cuDNN)
+    in bf16: with the math fallback disabled, SDPA raises if none of them takes it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    cfg = DenoiserConfig(vocab_size=100, d_model=128, n_layers=2, n_heads=2, max_len=64, dropout=0.1)
+    model = Denoiser(cfg).cuda().train()
+    inputs = {k: v.cuda() for k, v in _inputs(cfg).items()}
+    fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    with sdpa_kernel(fused), torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(**inputs, attention=attention).latent
+    out.float().square().mean().backward()
+    assert torch.isfinite(out).all()

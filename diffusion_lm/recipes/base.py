@@ -43,6 +43,11 @@ def lr_lambda(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _unwrapped(name: str) -> str:
+    """A parameter name without the prefixes of FSDP / activation-checkpointing wrappers."""
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+
+
 @contextmanager
 def seeded(seed: int, device: torch.device):
     """Deterministic randomness for evaluation without disturbing the training RNG streams."""
@@ -96,6 +101,7 @@ class BaseRecipe(L.LightningModule):
             cfg.vocab_size = vocab_size
         self.configure_denoiser(cfg)
         self.denoiser = Denoiser(cfg)
+        self._no_decay_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}  # biases, gains
         self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
         self.tokenizer: TextTokenizer | None = None
         self.metrics = nn.ModuleDict(default_metrics())
@@ -149,9 +155,13 @@ class BaseRecipe(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.denoiser.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        # decay matrices only; decided by name from the shapes at construction, because FSDP flattens the
+        # parameters it shards (and prefixes their names with its wrappers)
+        decay, no_decay = [], []
+        for name, p in self.denoiser.named_parameters():
+            if p.requires_grad:
+                (no_decay if _unwrapped(name) in self._no_decay_names else decay).append(p)
+        params = decay + no_decay
         fused = hp.fused_adamw if hp.fused_adamw is not None else all(p.is_cuda for p in params)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

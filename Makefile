@@ -19,6 +19,8 @@ TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
 TORCH_INDEX ?=
 # Accelerator flags for the training targets: DDP over every visible GPU in bf16, else one CPU process.
 DEVICE_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=-1 --trainer.strategy=ddp --trainer.precision=bf16-mixed,--trainer.accelerator=cpu --trainer.devices=1)
+# bench-train: the GPT-2-small-size denoiser at L = 128/256/1024 on a GPU; a reduced model on a CPU
+BENCH_ARGS ?= $(if $(HAS_GPU),--measure-peak --out runs/bench_train.json,--device cpu --d-model 256 --n-layers 4 --n-heads 4 --vocab 8192 --lengths 64 128 256 --tokens-per-batch 2048 --warmup 3 --steps 24 --repeats 3 --precision 32-true --no-compile --measure-peak --out runs/bench_train_cpu.json)
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
 .PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
@@ -50,6 +52,11 @@ test-all: install ## every test, slow ones included
 
 tensorboard: install ## TensorBoard on runs/ (losses, per-timestep statistics, samples)
 	$(VENV)/bin/tensorboard --logdir runs $(ARGS)
+
+.PHONY: bench-train
+bench-train: install ## training tokens/s + MFU: Lightning recipe vs a bare PyTorch loop (docs/performance.md)
+	@mkdir -p runs
+	$(PY) benchmarks/bench_train.py $(BENCH_ARGS) $(ARGS)
 
 train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_steps=…" to override)
 	$(CLI) fit --config experiments/multi30k/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)

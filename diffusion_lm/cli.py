@@ -31,17 +31,21 @@ from .errors import CheckpointError, DiffusionLMError
 from .recipes.base import BaseRecipe
 
 def trainer_defaults() -> dict:
-    """TensorBoard under ``runs/`` and a ``last.ckpt`` every 1000 steps.
+    """TensorBoard under ``runs/``, a ``last.ckpt`` every 1000 steps, and checkpoints loaded with
+    weights-only semantics (``diffusion_lm.checkpoint.SafeCheckpointIO``).
     A config that sets ``trainer.logger`` or ``trainer.callbacks`` replaces these."""
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    from .checkpoint import SafeCheckpointIO
 
     return {
         "logger": lazy_instance(TensorBoardLogger, save_dir="runs", name="diffusion_lm"),
         "callbacks": [
             ModelCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1000),
         ],
+        "plugins": [lazy_instance(SafeCheckpointIO)],
     }
 
 

@@ -1,5 +1,7 @@
 import gzip
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +183,46 @@ def test_collated_batch_types(toy_root):
     b = next(iter(dm.val_dataloader()))
     assert b["input_ids"].dtype == torch.long and b["valid"].dtype == torch.bool
     assert b["target_mask"].sum(1).tolist() == b["tgt_len"].tolist()
+
+
+# ---------------------------------------------------------------- padding at the shipped budgets
+def _rank_padding(lengths, max_tokens, world, max_batch_size=512):
+    from torch.utils.data import DistributedSampler
+
+    padded = real = 0
+    for rank in range(world):
+        dist = DistributedSampler(range(len(lengths)), num_replicas=world, rank=rank) if world > 1 else None
+        for b in BucketBatchSampler(dist, lengths, max_tokens, max_batch_size=max_batch_size, seed=0):
+            padded += len(b) * lengths[b].max()
+            real += lengths[b].sum()
+    return 1 - real / padded
+
+
+@pytest.mark.parametrize("max_tokens", [2048, 16384])  # experiments/demo.yaml, experiments/multi30k/from_scratch.yaml
+@pytest.mark.parametrize("world", [1, 8])
+def test_padding_under_10_percent_on_multi30k_sized_lengths(max_tokens, world):
+    lengths = _lengths(29000)  # Multi30k's training set size and length spread
+    assert _rank_padding(lengths, max_tokens, world) < 0.10
+
+
+def test_padding_can_exceed_the_bound_without_bucketing():
+    lengths = _lengths(29000)
+    assert _rank_padding(lengths, 16384, 1) < 0.10 < 1 - lengths.mean() / lengths.max()  # one global pad would not do
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("DIFFUSION_LM_DATA", "data")) / "multi30k" / "train.jsonl.gz").is_file(),
+                    reason="Multi30k is not in $DIFFUSION_LM_DATA")
+@pytest.mark.parametrize("max_tokens", [2048, 16384])
+def test_loader_padding_on_real_multi30k(max_tokens):
+    """The collated training batches of the real Multi30k split (BPE of the shipped config)."""
+    from diffusion_lm.data import Multi30k
+
+    dm = Multi30k(bpe_vocab_size=10000, max_src_len=78, max_tgt_len=78, max_tokens=max_tokens, num_workers=0)
+    dm.setup("fit")
+    real = slots = 0
+    for batch in dm.train_dataloader():
+        real += int(batch["valid"].sum())
+        slots += batch["valid"].numel()
+    ds = dm.datasets["train"]
+    assert real == int((ds.src_len() + ds.tgt_len() + 2).sum())  # every real token, once
+    assert 1 - real / slots < 0.10, 1 - real / slots

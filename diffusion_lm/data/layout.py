@@ -4,7 +4,9 @@
 
 * ``prefix_len`` = len(src) + 1 positions are the prompt (never noised, no loss);
 * ``target_mask`` marks the target tokens and the EOS (noised, loss);
-* ``valid`` is False at right padding.
+* ``valid`` is False at right padding;
+* ``target_index`` lists the flat positions (row · L + column) of ``target_mask``, computed here on the
+  host so that the loss can gather the target positions without a device→host synchronisation.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def build_batch(
         "target_mask": target_mask,  # (B, L)
         "prefix_len": torch.as_tensor([len(s) for s in src_rows]),  # (B,)
         "tgt_len": torch.as_tensor([len(t) for t in tgt_rows]),  # (B,) EOS included
+        "target_index": target_mask.flatten().nonzero().squeeze(1),  # (N,) N = target positions
     }
 
 

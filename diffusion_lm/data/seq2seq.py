@@ -19,6 +19,7 @@ from ..metrics.hub import MetricSpec, load_hub_metrics
 from ..metrics.text import default_metrics
 from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
+from .loader import ResumableDataLoader
 from .sampler import BucketBatchSampler
 from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
 
@@ -295,7 +296,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
             None, lengths, max_tokens=self.max_tokens if train else self.eval_max_tokens,
             max_batch_size=self.max_batch_size, shuffle=train, seed=self.seed,
         )
-        return DataLoader(
+        loader_cls = ResumableDataLoader if train else DataLoader  # training resumes mid-epoch exactly
+        return loader_cls(
             ds, batch_sampler=sampler, collate_fn=Seq2SeqCollator(self.tokenizer),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )

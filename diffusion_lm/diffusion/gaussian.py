@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.denoiser import Denoiser
-from .process import DiffusionProcess, LossOutput, masked_mean
+from .process import DiffusionProcess, LossOutput, masked_mean, scatter, take, target_index
 from .schedule import NoiseSchedule
 
 
@@ -119,12 +119,11 @@ class GaussianDiffusion(DiffusionProcess):
         xt = self.noisy_inputs(x0, t_tok, tmask)  # (B, L, E)
         sc = self.self_condition_input(model, batch, x0, xt, t_tok)
         out = model(inputs_embeds=xt, timesteps=t_tok, self_cond=sc, valid=batch["valid"], prefix_len=batch["prefix_len"])
-        x0_hat, logits = self.predict_x0(model, out.latent[tmask])  # (N, E), (N, V); N = target tokens
+        idx = target_index(batch)  # (N,) flat target positions; N = target tokens
+        x0_hat, logits = self.predict_x0(model, take(out.latent, idx))  # (N, E), (N, V)
 
-        mse = torch.zeros(tmask.shape, device=x0.device)  # (B, L)
-        mse[tmask] = (x0_hat.float() - x0[tmask].float()).pow(2).mean(-1)
-        ce = torch.zeros_like(mse)
-        ce[tmask] = F.cross_entropy(logits.float(), ids[tmask], reduction="none")
+        mse = scatter((x0_hat.float() - take(x0, idx).float()).pow(2).mean(-1), idx, tmask.shape)  # (B, L)
+        ce = scatter(F.cross_entropy(logits.float(), take(ids, idx), reduction="none"), idx, tmask.shape)
         per_token = self.mse_weight * mse + self.rounding_weight * ce  # (B, L)
 
         per_example = masked_mean(per_token, tmask, dim=1)  # (B,)

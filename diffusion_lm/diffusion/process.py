@@ -30,6 +30,23 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) 
     return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
 
 
+def target_index(batch: dict[str, Any]) -> torch.Tensor:
+    """(N,) flat positions of the target tokens: from the collator when present (no host synchronisation),
+    else computed from ``target_mask`` (``nonzero`` waits for the device)."""
+    idx = batch.get("target_index")
+    return idx if idx is not None else batch["target_mask"].flatten().nonzero().squeeze(1)
+
+
+def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, L, …) → (N, …) at flat positions ``idx``: the same as ``x[target_mask]`` without a synchronisation."""
+    return x.flatten(0, 1).index_select(0, idx)
+
+
+def scatter(values: torch.Tensor, idx: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(N,) values at flat positions ``idx`` of a zero (B, L) tensor (the inverse of :func:`take`)."""
+    return values.new_zeros(shape).flatten().index_copy(0, idx, values).view(shape)
+
+
 class DiffusionProcess:
     """Base class.
 

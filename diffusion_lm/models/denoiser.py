@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import DenoiserConfig
 from .layers import Block, KVCache, TimestepEmbedding, make_norm, rope_cos_sin
@@ -156,7 +157,11 @@ class Denoiser(nn.Module):
         else:
             mask, is_causal = attention_mask(mode, valid, prefix_len, L, x.device)
         rope = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta) if cfg.position == "rope" else None
+        recompute = cfg.activation_checkpointing and torch.is_grad_enabled() and cache is None
         for block in self.blocks:
-            h = block(h, mask, is_causal, rope, cache)
+            if recompute:  # store only the block inputs; recompute the rest in backward
+                h = checkpoint(block, h, mask, is_causal, rope, None, use_reentrant=False)
+            else:
+                h = block(h, mask, is_causal, rope, cache)
         hidden = self.ln_f(h)  # (B, L, D)
         return DenoiserOutput(latent=self.out_proj(hidden), hidden=hidden)

@@ -12,6 +12,10 @@ import torch
 from torch import nn
 
 
+def _forget_host_count(module: "EMA", incompatible_keys) -> None:  # noqa: ARG001 - load_state_dict post-hook
+    module._updates_host = None
+
+
 class EMA(nn.Module):
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
         super().__init__()
@@ -21,12 +25,16 @@ class EMA(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._updates_host: int | None = None  # host mirror of `updates`: reading a GPU buffer each step would sync
+        self.register_load_state_dict_post_hook(_forget_host_count)
 
     def train(self, mode: bool = True) -> "EMA":  # the copy always runs in eval mode
         return super().train(False)
 
     def current_decay(self) -> float:
-        n = int(self.updates)
+        if self._updates_host is None:
+            self._updates_host = int(self.updates)  # once, after construction or loading
+        n = self._updates_host
         # bias-free start (as in timm's ModelEmaV2 warmup): average over the first ~10·n steps
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
@@ -41,3 +49,4 @@ class EMA(nn.Module):
         for e, s in zip(self.model.buffers(), model.buffers()):
             e.copy_(s)
         self.updates += 1
+        self._updates_host = (self._updates_host or 0) + 1

@@ -15,9 +15,12 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ..callbacks import default_callbacks
+from ..checkpoint import check_state_dict
 from ..data.layout import trim_at_eos
 from ..data.tokenization import TextTokenizer
 from ..diffusion.process import LossOutput
@@ -38,6 +41,11 @@ def lr_lambda(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
     if kind == "linear":
         return min_ratio + (1 - min_ratio) * (1 - progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _unwrapped(name: str) -> str:
+    """A parameter name without the prefixes of FSDP / activation-checkpointing wrappers."""
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
 
 
 @contextmanager
@@ -63,7 +71,8 @@ class BaseRecipe(L.LightningModule):
         ema_decay: EMA decay of the weights used for evaluation (0 = off).
         val_generate_batches: Validation batches that are also decoded and scored (−1 = all, 0 = none).
         num_logged_samples: Source/reference/prediction triples written to TensorBoard per validation.
-        compile: ``torch.compile`` the denoiser.
+        compile: ``torch.compile`` the denoiser (in place: the state-dict keys do not change).
+        compile_mode: ``torch.compile`` mode (e.g. ``max-autotune-no-cudagraphs``); ``None`` = default.
         eval_seed: Seed of the evaluation noise (the same samples at every validation).
     """
 
@@ -83,6 +92,7 @@ class BaseRecipe(L.LightningModule):
         num_logged_samples: int = 8,
         compile: bool = False,
         eval_seed: int = 1234,
+        compile_mode: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,6 +101,7 @@ class BaseRecipe(L.LightningModule):
             cfg.vocab_size = vocab_size
         self.configure_denoiser(cfg)
         self.denoiser = Denoiser(cfg)
+        self._no_decay_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}  # biases, gains
         self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
         self.tokenizer: TextTokenizer | None = None
         self.metrics = nn.ModuleDict(default_metrics())
@@ -136,13 +147,21 @@ class BaseRecipe(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.compile:
-            self.denoiser.compile()
+            self.denoiser.compile(mode=self.hparams.get("compile_mode"))
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Throughput/MFU, the non-finite-loss guard and RNG state for exact resume (see ``diffusion_lm.callbacks``)."""
+        return default_callbacks(self.trainer)
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.denoiser.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        # decay matrices only; decided by name from the shapes at construction, because FSDP flattens the
+        # parameters it shards (and prefixes their names with its wrappers)
+        decay, no_decay = [], []
+        for name, p in self.denoiser.named_parameters():
+            if p.requires_grad:
+                (no_decay if _unwrapped(name) in self._no_decay_names else decay).append(p)
+        params = decay + no_decay
         fused = hp.fused_adamw if hp.fused_adamw is not None else all(p.is_cuda for p in params)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -157,12 +176,26 @@ class BaseRecipe(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch, self.denoiser)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        if self._trainer is not None and self.trainer.lr_scheduler_configs:
-            self.log("train/lr", self.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])
+        B = batch["input_ids"].shape[0]
+        self.log("train/loss", out.loss, batch_size=B)
         for k, v in out.logs.items():
-            self.log(f"train/{k}", v, batch_size=batch["input_ids"].shape[0])
+            self.log(f"train/{k}", v, batch_size=B)
+        if self._logs_this_step():
+            # Lightning turns every progress-bar value into a Python number after *every* step, and a float
+            # logged here becomes a device tensor: either makes the host wait for the GPU. So the bar gets a
+            # CPU copy of the loss, and the LR is logged, only on the steps that are written to the loggers.
+            loss = out.loss.item()  # the host read, on logged steps only
+            self.log("loss", torch.tensor(loss), prog_bar=True, logger=False, batch_size=B)
+            if self.trainer.lr_scheduler_configs:
+                self.log("train/lr", self.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0])
         return out.loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning writes this training step's metrics to the loggers."""
+        if self._trainer is None:
+            return False
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)  # runs only on real steps (gradient accumulation respected)
@@ -241,5 +274,9 @@ class BaseRecipe(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        if "state_dict" in checkpoint and (trainer is None or isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy))):
+            source = f"checkpoint {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+            check_state_dict(self, checkpoint["state_dict"], source=source, strict=self.strict_loading)  # clear error
         if "tokenizer" in checkpoint and self.tokenizer is None:
             self.tokenizer = TextTokenizer.from_dict(checkpoint["tokenizer"])

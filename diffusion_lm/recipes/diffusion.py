@@ -52,6 +52,10 @@ class DiffusionRecipe(BaseRecipe):
             cfg.length_classes = cfg.max_len + 1
 
     # ------------------------------------------------------------------ training
+    def grad_free_passes(self) -> float:
+        """Expected forward passes per step without gradient (the self-conditioning estimate); for FLOP counts."""
+        return float(getattr(self.process, "self_condition_prob", 0.0)) if self.denoiser.config.self_condition else 0.0
+
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
         B = batch["input_ids"].shape[0]
         t, weights = self.timestep_sampler.sample(B, self.device)

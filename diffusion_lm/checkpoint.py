@@ -61,9 +61,9 @@ def denoiser_weights(ckpt: dict[str, Any], path: str | Path, source: Literal["em
     raise CheckpointError(f"{path}: no denoiser weights in the checkpoint (no 'denoiser.*' keys)")
 
 
-def load_matching(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict(weights)`` with one clear error listing every missing, unexpected or
-    differently shaped tensor."""
+def load_matching(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path, hint: str = "") -> None:
+    """``model.load_state_dict(weights)`` with one clear error listing the missing, unexpected or
+    differently shaped tensors (and ``hint``)."""
     own = model.state_dict()
     problems = [f"missing {k}" for k in own if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in own]
@@ -71,5 +71,5 @@ def load_matching(model: torch.nn.Module, weights: dict[str, torch.Tensor], path
                  for k, v in own.items() if k in weights and weights[k].shape != v.shape]
     if problems:
         more = f" (+{len(problems) - 6} more)" if len(problems) > 6 else ""
-        raise CheckpointError(f"{path} does not fit the denoiser being built: {'; '.join(problems[:6])}{more}")
+        raise CheckpointError(f"{path} does not fit the denoiser being built: {'; '.join(problems[:6])}{more}{hint}")
     model.load_state_dict(weights)

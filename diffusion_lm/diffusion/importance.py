@@ -14,16 +14,14 @@ are 1 and the objective itself is re-weighted towards the levels that matter.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import ConfigError
 from .timesteps import TimestepSampler
 from .variance import GradVariance, VarianceEstimator
-
-log = logging.getLogger(__name__)
 
 
 def importance_probabilities(v: torch.Tensor, alpha: float, uniform_floor: float) -> torch.Tensor:
@@ -134,8 +132,8 @@ class ImportanceSampler(TimestepSampler):
         self._p_on = None
         self.ready = True
         self.refreshes += 1
-        log.info("importance sampler: p(t) estimated at step %d (max/min ratio %.2f)", step,
-                 float(self.p.max() / self.p.min()))
+        rank_zero_info(f"importance sampler: p(t) estimated at step {step}: "
+                       f"[{', '.join(f'{x:.3f}' for x in self.p.tolist())}] over {self.num_bins} bins of t")
 
     def curves(self) -> dict[str, torch.Tensor]:
         return {"v": self.estimator.values().cpu(), "p": self.p.clone()}

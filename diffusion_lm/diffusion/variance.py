@@ -131,7 +131,6 @@ class _LossModule(nn.Module):
         return self.process.per_example_loss(self.model, batch, t, noise)
 
 
-@torch.compiler.disable
 def per_example_grads(
     model: nn.Module,
     process: Any,
@@ -223,6 +222,7 @@ class GradVariance(VarianceEstimator):
         sub = {k: v[:n] for k, v in batch.items()}
         self.accumulate(model, process, sub, t, bins)
 
+    @torch.compiler.disable  # torch.func transforms run eagerly, also around a compiled denoiser
     def accumulate(
         self, model: nn.Module, process: Any, batch: dict[str, Any], t: torch.Tensor, bins: torch.Tensor,
         noise: Optional[torch.Tensor] = None,

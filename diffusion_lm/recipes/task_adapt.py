@@ -62,7 +62,8 @@ class TaskAdapt(DiffusionRecipe):
         kwargs["denoiser"] = kwargs.get("denoiser") or cfg
         kwargs["vocab_size"] = cfg.vocab_size
         super().__init__(timestep_sampler=timestep_sampler or ImportanceSampler(), **kwargs)
-        load_matching(self.denoiser, denoiser_weights(ckpt, checkpoint, init_weights), checkpoint)
+        hint = ". TaskAdapt takes the architecture from the checkpoint: leave model.init_args.denoiser unset"
+        load_matching(self.denoiser, denoiser_weights(ckpt, checkpoint, init_weights), checkpoint, hint)
         if self.ema is not None:
             self.ema.model.load_state_dict(self.denoiser.state_dict())
         self.checkpoint_path = checkpoint

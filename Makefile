@@ -21,7 +21,7 @@ TORCH_INDEX ?=
 DEVICE_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=-1 --trainer.strategy=ddp --trainer.precision=bf16-mixed,--trainer.accelerator=cpu --trainer.devices=1)
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
-.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 clean
+.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 ablation-task-specific clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_st
 
 train-wmt14: install ## WMT14 en→de from scratch (needs the training split: Hub `wmt/wmt14` or local files)
 	$(CLI) fit --config experiments/wmt14/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+ablation-task-specific: install ## Multi30k: uniform vs importance t, TaskAdapt at 1/4 budget (SCALE=gpu|cpu; docs/task_specific_training.md)
+	PY=$(PY) SCALE=$(or $(SCALE),$(if $(HAS_GPU),gpu,cpu)) experiments/multi30k/task_specific/ablation.sh
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

@@ -324,3 +324,22 @@ def test_timestep_curves_in_tensorboard(toy_root, tmp_path):
     assert "timestep/curves" in tags["images"] and len(acc.Images("timestep/curves")) == 2
     assert "custom_scalars__config__" in tags["tensors"]  # the multi-line chart layout
     assert sampler.ready and not torch.allclose(sampler.p, torch.full((4,), 0.25, dtype=torch.float64))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_recipe_under_ddp_spawn_estimates_and_checkpoints(toy_root, tmp_path):
+    """The estimator's collectives inside training_step run on both ranks (no deadlock) and the
+    rank-0 checkpoint carries the all-reduced state."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dm = toy_datamodule(toy_root)
+    sampler = ImportanceSampler(num_bins=4, pilot_steps=2, estimator=GradVariance(examples=4, examples_per_bin=2))
+    model = tiny_recipe(dm.vocab_size, timestep_sampler=sampler)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    trainer = cpu_trainer(tmp_path, strategy="ddp_spawn", devices=2, max_steps=3, limit_val_batches=0,
+                          enable_checkpointing=True, callbacks=[ckpt])
+    trainer.fit(model, dm)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["timestep_sampler"]
+    assert state["ready"] and state["estimator"]["observations"] == 2
+    assert (state["estimator"]["dof"] > 0).all()  # 2 observations × 2 bins, 2 ranks × 2 examples per bin

@@ -24,7 +24,7 @@ BENCH_ARGS ?= $(if $(HAS_GPU),--measure-peak --out runs/bench_train.json,--devic
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
 .PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
-	train-xsum train-commongen train-squad train-mbpp clean
+	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ train-squad: install ## SQuAD v1.1 question answering from scratch (local train 
 
 train-mbpp: install ## MBPP code generation from scratch (local data; sandboxed pass@1)
 	$(CLI) fit --config experiments/mbpp/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
+
+ablation-task-specific: install ## Multi30k: uniform vs importance t, TaskAdapt at 1/4 budget (SCALE=gpu|cpu; docs/task_specific_training.md)
+	PY=$(PY) SCALE=$(or $(SCALE),$(if $(HAS_GPU),gpu,cpu)) experiments/multi30k/task_specific/ablation.sh
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

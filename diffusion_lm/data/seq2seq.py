@@ -94,7 +94,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
         refs_field: Optional field holding all references (multi-reference metrics).
         swap: Translate in the other direction (target → source).
         splits: Names of the train/validation/test splits.
-        tokenizer: Hugging Face tokenizer name or path; ``None`` trains a byte-level BPE on the training split.
+        tokenizer: Hugging Face tokenizer name or path, or a diffusion_lm ``.ckpt`` (its stored tokenizer:
+            fine-tuning a pretrained model, e.g. TaskAdapt); ``None`` trains a byte-level BPE on the training split.
         bpe_vocab_size: Vocabulary of the trained BPE.
         cache_dir: Where trained tokenizers are cached; default ``$DIFFUSION_LM_CACHE`` or ``~/.cache/diffusion_lm``.
         max_src_len: Source tokens kept (longer sources are truncated and counted).

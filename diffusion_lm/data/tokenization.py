@@ -70,8 +70,14 @@ class TextTokenizer:
 
 
 def load_pretrained_tokenizer(name_or_path: str) -> TextTokenizer:
-    """A Hugging Face tokenizer: a local directory, or a Hub id when the network allows."""
+    """A Hugging Face tokenizer (a local directory, or a Hub id when the network allows), or the
+    tokenizer stored in a diffusion_lm checkpoint when the path ends in ``.ckpt``."""
     from transformers import AutoTokenizer
+
+    if str(name_or_path).endswith(".ckpt"):
+        from ..checkpoint import checkpoint_tokenizer
+
+        return checkpoint_tokenizer(name_or_path)
 
     try:
         hf = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)

@@ -133,3 +133,22 @@ class GaussianDiffusion(DiffusionProcess):
         logs = {"mse": masked_mean(mse, tmask).detach(), "rounding_ce": masked_mean(ce, tmask).detach(),
                 "length_ce": length.detach()}
         return LossOutput(loss, per_example.detach(), logs)
+
+    def per_example_loss(
+        self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, noise: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """(B,) MSE + rounding CE of the first (not self-conditioned) pass, length term excluded,
+        attached to the graph. Every position is scored and the prompt masked out afterwards, so no
+        shape depends on the data and ``torch.func.vmap`` can take per-example gradients.
+        ``noise``: ε of shape (B, L, E), drawn when None."""
+        ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
+        x0 = self.embed(model, ids)  # (B, L, E)
+        t_tok = self.token_timesteps(t, tmask)  # (B, L)
+        xt = self.q_sample(x0, t_tok, torch.randn_like(x0) if noise is None else noise)
+        xt = torch.where(tmask[..., None], xt, x0)
+        sc = torch.zeros_like(x0) if model.config.self_condition else None
+        out = model(inputs_embeds=xt, timesteps=t_tok, self_cond=sc, valid=batch["valid"], prefix_len=batch["prefix_len"])
+        x0_hat, logits = self.predict_x0(model, out.latent)  # (B, L, E), (B, L, V)
+        mse = (x0_hat.float() - x0.float()).pow(2).mean(-1)  # (B, L)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), ids.flatten(), reduction="none").view_as(mse)
+        return masked_mean(self.mse_weight * mse + self.rounding_weight * ce, tmask, dim=1)

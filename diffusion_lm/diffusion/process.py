@@ -66,6 +66,17 @@ class DiffusionProcess:
         """t, weights: (B,) per-example noise level and loss weight from the timestep sampler."""
         raise NotImplementedError
 
+    def per_example_loss(
+        self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, noise: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """(B,) denoising loss per example, still attached to the graph, without data-dependent
+        shapes so that ``torch.func.vmap`` can take per-example gradients (the importance sampler's
+        ``GradVariance``). ``noise``: the corruption randomness in the process's own form, drawn
+        inside when None. Optional: processes without it support only the loss-based estimators."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no per_example_loss: use the LossVariance or LossSecondMoment estimator"
+        )
+
     def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for uncorrupted tokens: ``{"input_ids": …}`` or ``{"inputs_embeds": …}``."""
         return {"input_ids": input_ids}

@@ -16,6 +16,9 @@ class TimestepSampler:
 
     ``sample`` returns the per-example times and loss weights; ``update`` receives the
     per-example losses of the same batch so that adaptive samplers can keep statistics.
+    ``observe`` is called before each training step with the model, the process and the batch,
+    for estimators that need more than the losses (per-example gradients); ``curves`` returns
+    per-bin curves the recipe logs under ``timestep/<name>/bin_XX``. Both default to nothing.
     ``state_dict``/``load_state_dict`` are stored in the recipe's checkpoint.
     """
 
@@ -25,6 +28,13 @@ class TimestepSampler:
 
     def update(self, t: torch.Tensor, losses: torch.Tensor, step: int) -> None:  # noqa: ARG002
         """Called after each training step with detached per-example losses (B,)."""
+
+    def observe(self, model: Any, process: Any, batch: dict[str, Any], step: int) -> None:  # noqa: ARG002
+        """Called before each training step (not during evaluation) with the training denoiser."""
+
+    def curves(self) -> dict[str, torch.Tensor]:
+        """Per-bin curves to log (name → (K,) tensor), e.g. ``{"v": …, "p": …}``."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -11,6 +11,7 @@ from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.generate import DDIMSampler, Generator
 from ..diffusion.process import DiffusionProcess, LossOutput
 from ..diffusion.timesteps import TimestepSampler, UniformSampler
+from ..metrics.timestep_plots import log_timestep_curves
 from ..metrics.timestep_stats import TimestepLossStats
 from ..models.config import DenoiserConfig
 from ..models.denoiser import Denoiser
@@ -23,8 +24,10 @@ class DiffusionRecipe(BaseRecipe):
         timestep_sampler: Which t each training example gets (``class_path``): uniform by default.
         generator: The sampler used for validation/test decoding (``class_path``): 20-step DDIM by default.
         length_source: ``predicted`` (length head) or ``oracle`` (reference length; an upper bound for analysis).
-        timestep_bins: Bins of t for the per-noise-level loss statistics.
-        timestep_log_every: Steps between two logs of those statistics (``timestep/`` in TensorBoard).
+        timestep_bins: Bins of t for the per-noise-level loss statistics (default: the sampler's
+            ``num_bins`` if it has one, else 20).
+        timestep_log_every: Steps between two logs of those statistics and of the sampler's curves
+            (``timestep/`` in TensorBoard: per-bin scalars, multi-line charts, an image).
         **kwargs: See :class:`BaseRecipe`.
     """
 
@@ -34,7 +37,7 @@ class DiffusionRecipe(BaseRecipe):
         timestep_sampler: Optional[TimestepSampler] = None,
         generator: Optional[Generator] = None,
         length_source: Literal["predicted", "oracle"] = "predicted",
-        timestep_bins: int = 20,
+        timestep_bins: Optional[int] = None,
         timestep_log_every: int = 100,
         **kwargs: Any,
     ) -> None:
@@ -43,7 +46,8 @@ class DiffusionRecipe(BaseRecipe):
         self.process = process or GaussianDiffusion()
         self.timestep_sampler = timestep_sampler or UniformSampler()
         self.generator = generator or DDIMSampler()
-        self.timestep_stats = TimestepLossStats(timestep_bins)
+        self.eval_timesteps = UniformSampler()  # val/test loss: uniform t whatever the training sampler
+        self.timestep_stats = TimestepLossStats(timestep_bins or getattr(self.timestep_sampler, "num_bins", 20))
 
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
         if cfg.attention == "causal":
@@ -58,9 +62,12 @@ class DiffusionRecipe(BaseRecipe):
 
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
         B = batch["input_ids"].shape[0]
-        t, weights = self.timestep_sampler.sample(B, self.device)
+        train = model is self.denoiser and self.training
+        if train:
+            self.timestep_sampler.observe(model, self.process, batch, self.global_step)
+        t, weights = (self.timestep_sampler if train else self.eval_timesteps).sample(B, self.device)
         out = self.process.training_loss(model, batch, t, weights)
-        if model is self.denoiser and self.training:
+        if train:
             self.timestep_sampler.update(t, out.per_example, self.global_step)
             self.timestep_stats.update(t, out.per_example)
         return out
@@ -75,12 +82,8 @@ class DiffusionRecipe(BaseRecipe):
         self.timestep_stats.reset()
         if not self.trainer.is_global_zero or self.logger is None:
             return
-        metrics = {}
-        for name in ("mean", "var"):
-            for i, v in enumerate(stats[name].tolist()):
-                if v == v:  # skip empty bins (NaN)
-                    metrics[f"timestep/loss_{name}/bin_{i:02d}"] = v
-        self.logger.log_metrics(metrics, step=self.global_step)
+        curves = {"loss_mean": stats["mean"], "loss_var": stats["var"], **self.timestep_sampler.curves()}
+        log_timestep_curves(self.logger, curves, self.global_step)
 
     # ------------------------------------------------------------------ generation
     def target_lengths(self, batch: dict[str, Any], model: Denoiser) -> torch.Tensor:

@@ -1,10 +1,14 @@
+from .adaptive import AdaptiveDDIMSampler
+from .fastdiss import FastDiSSDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
+from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
 from .schedule import CosineSchedule, LinearSchedule, NoiseSchedule, SqrtSchedule
 from .timesteps import TimestepSampler, UniformSampler
 
 __all__ = [
-    "CosineSchedule", "DDIMSampler", "DiffusionProcess", "GaussianDiffusion", "GenerationResult", "Generator",
-    "LinearSchedule", "LossOutput", "NoiseSchedule", "SqrtSchedule", "TimestepSampler", "UniformSampler",
+    "AdaptiveDDIMSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
+    "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule",
+    "TimestepSampler", "UniformSampler",
 ]

@@ -159,6 +159,9 @@ def calibrate(
         raise ConfigError("calibrate needs a diffusion recipe (model.init_args.generator)")
     if any(e < 0 for e in epsilons):
         raise ConfigError(f"calibrate.epsilons must be >= 0, got {list(epsilons)}")
+    if trainer.limit_val_batches == 0:
+        raise ConfigError("calibrate decodes the validation set but trainer.limit_val_batches is 0: "
+                          "pass --trainer.limit_val_batches=1.0 (or a fraction / number of batches)")
     adaptive = as_adaptive(model.generator, min_steps)
     timed = TimedGenerator(adaptive)
     model.generator = timed

@@ -53,7 +53,7 @@ def test_noise_perturbation_differs_by_the_configured_std(std):
     torch.manual_seed(0)
     p = FastDiSSDiffusion(perturbation="noise", noise_std=std, noise_scaling=False, self_condition_prob=1.0)
     m, b, x0, t_tok, noise, xt = setup(p)
-    clean, _ = p.first_pass(m, b, x0, p.recover_noise(p, x0, xt, t_tok), t_tok)  # the unperturbed estimate
+    clean, _ = p.first_pass(m, b, x0, p.recover_noise(x0, xt, t_tok), t_tok)  # the unperturbed estimate
     sc = p.self_condition_input(m, b, x0, xt, t_tok)
     tm = b["target_mask"]
     diff = sc[tm] - clean[tm]

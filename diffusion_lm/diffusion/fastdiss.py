@@ -172,10 +172,9 @@ class FastDiSSDiffusion(GaussianDiffusion):
         return torch.where(target_mask[..., None], est, torch.zeros_like(est)), sigma
 
     # ------------------------------------------------------------------ GaussianDiffusion hooks
-    @staticmethod
-    def recover_noise(process: GaussianDiffusion, x0: torch.Tensor, xt: torch.Tensor, t_tok: torch.Tensor) -> torch.Tensor:
+    def recover_noise(self, x0: torch.Tensor, xt: torch.Tensor, t_tok: torch.Tensor) -> torch.Tensor:
         """ε = (x_t − √ᾱ x_0) / √(1 − ᾱ): the noise that built x_t (DDPM eq. 4 solved for ε)."""
-        a = process.schedule.alpha_bar(t_tok)[..., None].to(x0.dtype)
+        a = self.schedule.alpha_bar(t_tok)[..., None].to(x0.dtype)
         return (xt - a.sqrt() * x0) / (1 - a).sqrt()
 
     def self_condition_input(
@@ -190,16 +189,15 @@ class FastDiSSDiffusion(GaussianDiffusion):
             return torch.zeros_like(x0)
         tmask = batch["target_mask"]
         t_est = self.estimate_timesteps(t_tok, tmask)
-        est, _ = self.first_pass(model, batch, x0, self.recover_noise(self, x0, xt, t_tok), t_est)
+        est, _ = self.first_pass(model, batch, x0, self.recover_noise(x0, xt, t_tok), t_est)
         self.record_error(est, x0, t_est, tmask)
         return self.perturb(est, t_tok, t_est, tmask)[0]
 
     def training_inputs(
         self, model: Denoiser, batch: dict[str, Any], x0: torch.Tensor, t_tok: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-        if not self.enabled or not self.noise_scaling:
-            xt = self.noisy_inputs(x0, t_tok, batch["target_mask"])
-            return xt, t_tok, self.self_condition_input(model, batch, x0, xt, t_tok), {}
+        if not self.enabled or not self.noise_scaling:  # x_t as usual; SCP (if on) via self_condition_input
+            return super().training_inputs(model, batch, x0, t_tok)
         tmask = batch["target_mask"]  # (B, L)
         noise = torch.randn_like(x0)  # (B, L, E), shared by the first pass and the trained pass
         use_sc = model.config.self_condition and bool(torch.rand(()) < self.self_condition_prob)

@@ -3,6 +3,8 @@
     diffusion-lm fit --config experiments/multi30k/from_scratch.yaml --trainer.max_steps 2000
     diffusion-lm test --config experiments/multi30k/from_scratch.yaml --ckpt_path runs/…/last.ckpt
     diffusion-lm fit --config … --print_config
+    diffusion-lm calibrate --config … --ckpt_path runs/…/last.ckpt      (ε of adaptive early stopping)
+    diffusion-lm predict --config … --ckpt_path runs/…/last.ckpt --output generations.jsonl
 
 Configs are OmegaConf-resolved YAML (``${…}`` interpolation inside one file); components are
 injected with ``class_path``. Errors caused by the user's input (data, config values,
@@ -29,6 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 from .data.seq2seq import resolve_cache_dir
 from .errors import CheckpointError, DiffusionLMError
 from .recipes.base import BaseRecipe
+from .trainer import DiffusionLMTrainer
 
 def trainer_defaults() -> dict:
     """TensorBoard under ``runs/``, a ``last.ckpt`` every 1000 steps, and checkpoints loaded with
@@ -53,13 +56,18 @@ class DiffusionLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands plus ``calibrate`` (see :class:`~diffusion_lm.trainer.DiffusionLMTrainer`)."""
+        return {**LightningCLI.subcommands(), "calibrate": {"model", "datamodule"}}
+
     def _parse_ckpt_path(self) -> None:
         """Lightning would apply the checkpoint's hyper-parameters *over* the user's config (so
         ``test --ckpt_path … --model.init_args.generator.init_args.steps 5`` would be ignored);
         :func:`with_checkpoint_defaults` applies them *under* it instead."""
 
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "calibrate")
 
 
 def _ckpt_path_arg(args: list[str]) -> str | None:
@@ -132,6 +140,7 @@ def main(args: list[str] | None = None) -> None:
         DiffusionLMCLI(
             BaseRecipe,
             LightningDataModule,
+            trainer_class=DiffusionLMTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf"},

@@ -104,7 +104,10 @@ class Seq2SeqDataModule(L.LightningDataModule):
         eval_max_tokens: Evaluation batch size in padded tokens.
         max_batch_size: Cap on examples per batch.
         limit_train: Use only the first N training examples (0 = all).
-        limit_eval: Use only the first N validation/test examples (0 = all).
+        limit_eval: Use only the first N validation/test/predict examples (0 = all).
+        predict_split: Split that ``diffusion-lm predict`` generates for.
+        predict_file: Or a file to generate for: JSONL rows with the source field (the target field is
+            optional), or ``.txt`` with one source per line. Overrides ``predict_split``.
         num_workers: DataLoader worker processes.
         seed: Shuffling seed.
         extra_metrics: Optional Hugging Face ``evaluate`` metrics (names or ``{path, compute_kwargs, …}``), computed
@@ -135,6 +138,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
         num_workers: int = 2,
         seed: int = 0,
         extra_metrics: Optional[list[MetricSpec]] = None,
+        predict_split: str = "test",
+        predict_file: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,6 +158,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.extra_metrics = extra_metrics
+        self.predict_split, self.predict_file = predict_split, predict_file
         self._tokenizer: TextTokenizer | None = None
         self._raw: dict[str, list[dict]] = {}
         self.datasets: dict[str, PairDataset] = {}
@@ -204,6 +210,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
         """Examples of ``split`` (train/validation/test): local files first, then the Hub."""
         if split in self._raw:
             return self._raw[split]
+        if split == "predict":
+            self._raw[split] = self.predict_examples()
+            return self._raw[split]
         split_file = self.splits.get(split, split)
         rows = self.local_rows(split_file)
         if rows is None:
@@ -213,6 +222,25 @@ class Seq2SeqDataModule(L.LightningDataModule):
             rows = rows[:limit]
         self._raw[split] = [self.to_example(r) for r in rows]
         return self._raw[split]
+
+    def predict_examples(self) -> list[dict]:
+        """Examples for ``predict``: ``predict_file`` if set, else the ``predict_split``."""
+        if not self.predict_file:
+            return self.load_split(self.predict_split)
+        path = Path(self.predict_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"data.predict_file: {path} does not exist")
+        src_key, tgt_key = (self.tgt_field, self.src_field) if self.swap else (self.src_field, self.tgt_field)
+        if path.suffix == ".txt":
+            rows = [{src_key: line.rstrip("\n")} for line in path.open(encoding="utf-8") if line.strip()]
+        else:
+            rows = list(iter_jsonl(path, required=[src_key]))
+        if not rows:
+            raise DataError(f"{path}: no examples to predict")
+        if self.limit_eval:
+            rows = rows[: self.limit_eval]
+        defaults = {tgt_key: "", **({self.refs_field: []} if self.refs_field else {})}
+        return [self.to_example({**defaults, **r}) for r in rows]
 
     def _rows_from_hub(self, split: str, split_file: str) -> list[dict]:
         looked = f"{self.folder}/{split_file}.jsonl[.gz]"
@@ -269,7 +297,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.tokenizer  # noqa: B018 - trains and caches the BPE once, on rank 0
 
     def setup(self, stage: Optional[str] = None) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["test"]}
+        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
         for split in wanted.get(stage, ["train", "validation", "test"]) if stage else ["train", "validation", "test"]:
             if split not in self.datasets:
                 self.datasets[split] = self.tokenize_split(split)
@@ -290,7 +318,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
-            self.setup(None)
+            self.datasets[split] = self.tokenize_split(split)
         ds = self.datasets[split]
         lengths = ds.src_len() + ds.tgt_len() + 2
         sampler = BucketBatchSampler(
@@ -313,4 +341,4 @@ class Seq2SeqDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader("predict", train=False)

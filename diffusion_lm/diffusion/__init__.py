@@ -1,13 +1,17 @@
+from .adaptive import AdaptiveDDIMSampler
+from .fastdiss import FastDiSSDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .importance import ImportanceSampler
+from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
 from .schedule import CosineSchedule, LinearSchedule, NoiseSchedule, SqrtSchedule
 from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 
 __all__ = [
-    "CosineSchedule", "DDIMSampler", "DiffusionProcess", "GaussianDiffusion", "GenerationResult", "Generator",
-    "LinearSchedule", "LossOutput", "NoiseSchedule", "SqrtSchedule", "TimestepSampler", "UniformSampler",
+    "AdaptiveDDIMSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
+    "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule",
+    "TimestepSampler", "UniformSampler",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
 ]

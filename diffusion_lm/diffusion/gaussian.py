@@ -109,6 +109,16 @@ class GaussianDiffusion(DiffusionProcess):
             est = self.predict_x0(model, latent)[0]
         return torch.where(batch["target_mask"][..., None], est.detach(), zeros)
 
+    def training_inputs(
+        self, model: Denoiser, batch: dict[str, Any], x0: torch.Tensor, t_tok: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """What the trained pass sees: (x_t, per-token t, self-conditioning input, extra logs).
+
+        FastDiSS (``diffusion/fastdiss.py``) overrides this to perturb the self-conditioning
+        estimate and to raise the noise level of confidently predicted tokens."""
+        xt = self.noisy_inputs(x0, t_tok, batch["target_mask"])  # (B, L, E)
+        return xt, t_tok, self.self_condition_input(model, batch, x0, xt, t_tok), {}
+
     # ------------------------------------------------------------------ loss
     def training_loss(
         self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor
@@ -116,8 +126,7 @@ class GaussianDiffusion(DiffusionProcess):
         ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
         x0 = self.embed(model, ids)  # (B, L, E)
         t_tok = self.token_timesteps(t, tmask)  # (B, L)
-        xt = self.noisy_inputs(x0, t_tok, tmask)  # (B, L, E)
-        sc = self.self_condition_input(model, batch, x0, xt, t_tok)
+        xt, t_tok, sc, extra_logs = self.training_inputs(model, batch, x0, t_tok)  # (B, L, E), (B, L), …
         out = model(inputs_embeds=xt, timesteps=t_tok, self_cond=sc, valid=batch["valid"], prefix_len=batch["prefix_len"])
         idx = target_index(batch)  # (N,) flat target positions; N = target tokens
         x0_hat, logits = self.predict_x0(model, take(out.latent, idx))  # (N, E), (N, V)
@@ -131,7 +140,7 @@ class GaussianDiffusion(DiffusionProcess):
         length = self.length_loss(model, batch, out)
         loss = loss + self.length_weight * length
         logs = {"mse": masked_mean(mse, tmask).detach(), "rounding_ce": masked_mean(ce, tmask).detach(),
-                "length_ce": length.detach()}
+                "length_ce": length.detach(), **extra_logs}
         return LossOutput(loss, per_example.detach(), logs)
 
     def per_example_loss(

@@ -24,6 +24,13 @@ class Generator:
     def generate(self, model: Denoiser, process: Any, batch: dict[str, Any]) -> GenerationResult:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """Calibrated settings stored in the checkpoint (e.g. the adaptive sampler's ε)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+        """Restore :meth:`state_dict` (generators without state ignore it)."""
+
 
 class DDIMSampler(Generator):
     """Deterministic K-step DDIM (Song et al. 2021, eq. 12 with σ = 0) on the x̂_0 parameterisation.

@@ -234,6 +234,15 @@ class BaseRecipe(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, generate=True)
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """JSON-ready generations of one batch (``diffusion-lm predict`` writes them to JSONL)."""
+        with seeded(self.hparams.eval_seed + batch_idx, self.device):
+            rows, steps = self.generate_tokens(batch, self.eval_model)
+        tok = self.require_tokenizer()
+        return [{"index": int(i), "source": src, "prediction": tok.decode(trim_at_eos(r, tok.eos_id, tok.pad_id)),
+                 "references": refs, "steps": int(n)}
+                for i, src, r, refs, n in zip(batch["index"].tolist(), batch["src_text"], rows, batch["refs"], steps.tolist())]
+
     def _eval_epoch_end(self, prefix: str) -> None:
         self.log(f"{prefix}/loss", self.eval_loss.compute(), sync_dist=False)
         self.eval_loss.reset()

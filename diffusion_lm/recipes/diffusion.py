@@ -105,8 +105,10 @@ class DiffusionRecipe(BaseRecipe):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["timestep_sampler"] = self.timestep_sampler.state_dict()
+        checkpoint["generator"] = self.generator.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "timestep_sampler" in checkpoint:
             self.timestep_sampler.load_state_dict(checkpoint["timestep_sampler"])
+        self.generator.load_state_dict(checkpoint.get("generator", {}))  # e.g. the calibrated ε

@@ -69,10 +69,27 @@ class TextTokenizer:
         self.hf.save_pretrained(str(directory))
 
 
+def tokenizer_from_checkpoint(checkpoint: dict) -> TextTokenizer | None:
+    """The tokenizer a recipe stored in its checkpoint (``BaseRecipe.on_save_checkpoint``), if any."""
+    return TextTokenizer.from_dict(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
+
+
 def load_pretrained_tokenizer(name_or_path: str) -> TextTokenizer:
-    """A Hugging Face tokenizer: a local directory, or a Hub id when the network allows."""
+    """A Hugging Face tokenizer: a local directory, a Hub id when the network allows, or the tokenizer
+    stored in a diffusion_lm ``.ckpt`` (so that a later training stage uses the earlier stage's vocabulary)."""
     from transformers import AutoTokenizer
 
+    if str(name_or_path).endswith(".ckpt"):
+        import torch
+
+        try:
+            ckpt = torch.load(name_or_path, map_location="cpu", weights_only=False, mmap=True)
+        except FileNotFoundError:
+            raise DataError(f"cannot load tokenizer from {name_or_path!r}: file not found") from None
+        tok = tokenizer_from_checkpoint(ckpt) if isinstance(ckpt, dict) else None
+        if tok is None:
+            raise DataError(f"{name_or_path}: the checkpoint stores no tokenizer")
+        return tok
     try:
         hf = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds

@@ -49,6 +49,9 @@ class DiffusionProcess:
         """t, weights: (B,) per-example noise level and loss weight from the timestep sampler."""
         raise NotImplementedError
 
+    def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: ARG002
+        """Called by the recipe once the tokenizer is known (e.g. masked diffusion takes its MASK id)."""
+
     def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for uncorrupted tokens: ``{"input_ids": …}`` or ``{"inputs_embeds": …}``."""
         return {"input_ids": input_ids}

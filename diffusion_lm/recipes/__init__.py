@@ -1,5 +1,7 @@
+from .ar2diff import AR2Diff
+from .autoregressive import Autoregressive
 from .base import BaseRecipe
 from .diffusion import DiffusionRecipe
 from .from_scratch import FromScratch
 
-__all__ = ["BaseRecipe", "DiffusionRecipe", "FromScratch"]
+__all__ = ["AR2Diff", "Autoregressive", "BaseRecipe", "DiffusionRecipe", "FromScratch"]

@@ -45,8 +45,13 @@ class DiffusionRecipe(BaseRecipe):
         self.generator = generator or DDIMSampler()
         self.timestep_stats = TimestepLossStats(timestep_bins)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.tokenizer is not None:
+            self.process.bind_tokenizer(self.tokenizer)
+
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        if cfg.attention == "causal":
+        if cfg.attention in ("causal", "prefix_causal"):
             cfg.attention = "prefix"  # diffusion denoises the whole target at once
         if cfg.length_classes == 0:  # always built, so length_source can be switched at test time
             cfg.length_classes = cfg.max_len + 1
@@ -101,5 +106,7 @@ class DiffusionRecipe(BaseRecipe):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            self.process.bind_tokenizer(self.tokenizer)
         if "timestep_sampler" in checkpoint:
             self.timestep_sampler.load_state_dict(checkpoint["timestep_sampler"])

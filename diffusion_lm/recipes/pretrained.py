@@ -11,7 +11,6 @@ checkpoint of the recipe can also be rebuilt with ``init_from: null`` (its hpara
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Literal, Optional
 
@@ -52,7 +51,8 @@ class FromPretrained:
         if pre.tokenizer is not None:
             self.tokenizer = pre.tokenizer
         # the checkpoint's hparams describe the real architecture, so `init_from: null` rebuilds it
-        self.hparams["denoiser"] = copy.deepcopy(self.denoiser.config)
+        # (a plain dict, like the CLI's, so that checkpoints load with weights_only=True)
+        self.hparams["denoiser"] = self.denoiser.config.to_dict()
         self.hparams["vocab_size"] = self.denoiser.config.vocab_size
         log.info("initialised from %s (%d tensors; new: %s)", pre.source, len(pre.state_dict),
                  sorted({k.split(".")[0] for k in added}) or "none")

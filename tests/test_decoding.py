@@ -127,3 +127,20 @@ def test_no_room_is_an_error():
     m = ar_model(max_len=8)
     with pytest.raises(ValueError, match="no room"):
         ARDecoder().decode(m, [[1] * 8], eos_id=2, pad_id=0)
+
+
+def test_static_cache_matches_the_concatenating_cache():
+    from diffusion_lm.models.decoding import StaticKVCache
+    from diffusion_lm.models.layers import KVCache
+
+    m = ar_model("causal", position="rope", n_kv_heads=2)
+    ids = torch.randint(0, V, (3, 9))
+    outs = []
+    for cache in (KVCache(), StaticKVCache(capacity=9)):
+        first = m(ids[:, :5], cache=cache).latent
+        rest = [m(ids[:, i : i + 1], cache=cache).latent for i in range(5, 9)]
+        outs.append(torch.cat([first, *rest], 1))
+        assert cache.length == 9
+    torch.testing.assert_close(outs[0], outs[1])
+    with pytest.raises(RuntimeError, match="capacity"):
+        m(ids[:, :1], cache=cache)

@@ -43,10 +43,39 @@ def decoding_mask(valid: torch.Tensor, n_prompt: int, attention: str) -> torch.T
     return mask | torch.eye(S, dtype=torch.bool, device=valid.device)[None, None]
 
 
+class StaticKVCache(KVCache):
+    """A KV cache written in place into buffers of a fixed capacity (prompt + new tokens): a decoding step
+    appends one position without copying the whole cache, as ``torch.cat`` in :class:`KVCache` does."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.sizes: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return self.sizes[0] if self.sizes else 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer == len(self.keys):
+            B, H, _, hd = k.shape
+            self.keys.append(k.new_empty((B, H, self.capacity, hd)))
+            self.values.append(v.new_empty((B, H, self.capacity, hd)))
+            self.sizes.append(0)
+        n, L = self.sizes[layer], k.shape[2]
+        if n + L > self.capacity:
+            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
+        self.keys[layer][:, :, n : n + L] = k
+        self.values[layer][:, :, n : n + L] = v
+        self.sizes[layer] = n + L
+        return self.keys[layer][:, :, : n + L], self.values[layer][:, :, : n + L]
+
+
 class Runner:
     """Feeds left-padded prompts, then one token per row per call; tracks rows, positions and the cache."""
 
-    def __init__(self, model: Denoiser, prompts: list[list[int]], pad_id: int, use_cache: bool = True) -> None:
+    def __init__(self, model: Denoiser, prompts: list[list[int]], pad_id: int, use_cache: bool = True,
+                 max_new_tokens: int | None = None) -> None:
         device = model.wte.weight.device
         self.model = model
         self.attention = model.config.attention
@@ -54,7 +83,12 @@ class Runner:
         self.n_prompt = self.ids.shape[1]
         self.lengths = self.valid.sum(1)  # (B,) real prompt tokens
         self.generated = self.ids.new_zeros((len(prompts), 0))  # (B, t) tokens fed after the prompt
-        self.cache = KVCache() if use_cache else None
+        if not use_cache:
+            self.cache: KVCache | None = None
+        elif max_new_tokens is None:
+            self.cache = KVCache()
+        else:
+            self.cache = StaticKVCache(self.n_prompt + max_new_tokens)
 
     def _positions(self) -> torch.Tensor:
         S = self.valid.shape[1]
@@ -122,7 +156,7 @@ class ARDecoder:
         budget = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens, model.config.max_len - longest)
         if budget < 1:
             raise ValueError(f"a prompt of {longest} tokens leaves no room in max_len={model.config.max_len}")
-        runner = Runner(model, prompts, pad_id, self.use_cache)
+        runner = Runner(model, prompts, pad_id, self.use_cache, budget)
         if self.beam_size == 1:
             return self._greedy(runner, eos_id, budget)
         return self._beam(runner, eos_id, budget)

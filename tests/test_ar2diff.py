@@ -142,7 +142,7 @@ def test_three_stages_chained_through_checkpoint_files(mixed_root, tmp_path):
     t2.fit(stage2, dm2)
     ckpt2 = tmp_path / "stage2.ckpt"
     t2.save_checkpoint(ckpt2)
-    assert stage2.denoiser.length_head is None
+    assert stage2.denoiser.self_cond_proj is None  # a discrete process feeds no self-conditioning
 
     dm3 = toy_datamodule(mixed_root, tokenizer=str(ckpt2))
     assert dm3.vocab_size == dm1.vocab_size

@@ -55,6 +55,9 @@ class DiscreteDiffusion(DiffusionProcess):
     def __init__(self, schedule: Optional[NoiseSchedule] = None, length_weight: float = 0.1) -> None:
         super().__init__(schedule or LogLinearSchedule(), length_weight)
 
+    def configure_denoiser(self, cfg) -> None:
+        cfg.self_condition = False  # tokens in, tokens out: there is no x̂_0 estimate to feed back
+
     # --- corruption
     def corrupt_mask(self, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: each target token independently with probability r(t) (t: (B,))."""

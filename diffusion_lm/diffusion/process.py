@@ -49,6 +49,9 @@ class DiffusionProcess:
         """t, weights: (B,) per-example noise level and loss weight from the timestep sampler."""
         raise NotImplementedError
 
+    def configure_denoiser(self, cfg: Any) -> None:  # noqa: ARG002
+        """Adjust the denoiser's configuration before it is built (e.g. drop inputs the process never feeds)."""
+
     def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: ARG002
         """Called by the recipe once the tokenizer is known (e.g. masked diffusion takes its MASK id)."""
 

@@ -39,8 +39,8 @@ class DiffusionRecipe(BaseRecipe):
         **kwargs: Any,
     ) -> None:
         self.length_source = length_source
+        self.process = process or GaussianDiffusion()  # set first: it may adjust the denoiser it is built for
         super().__init__(**kwargs)
-        self.process = process or GaussianDiffusion()
         self.timestep_sampler = timestep_sampler or UniformSampler()
         self.generator = generator or DDIMSampler()
         self.timestep_stats = TimestepLossStats(timestep_bins)
@@ -55,6 +55,7 @@ class DiffusionRecipe(BaseRecipe):
             cfg.attention = "prefix"  # diffusion denoises the whole target at once
         if cfg.length_classes == 0:  # always built, so length_source can be switched at test time
             cfg.length_classes = cfg.max_len + 1
+        self.process.configure_denoiser(cfg)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:

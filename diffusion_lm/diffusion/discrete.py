@@ -17,7 +17,6 @@ t (0 on the clean prompt) and predicts the clean token at every target position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Optional
 
 import torch
@@ -232,14 +231,6 @@ class MaskedDiffusion(DiscreteDiffusion):
         return x != self._mask()
 
 
-@dataclass
-class SelectionState:
-    """Per-row bookkeeping of :class:`DiscreteSampler` (rows = prompts × samples)."""
-
-    steps: torch.Tensor  # (R,) denoiser evaluations so far
-    score: torch.Tensor  # (R,) mean log-probability of the row's tokens under its last prediction
-
-
 class DiscreteSampler(Generator):
     """Iterative refinement for :class:`DiscreteDiffusion` processes.
 
@@ -277,7 +268,8 @@ class DiscreteSampler(Generator):
         tmask = rows["target_mask"]  # (R, L), R = B·S
         R = tmask.shape[0]
         x = process.prior(model, rows["input_ids"], tmask)  # (R, L)
-        state = SelectionState(torch.zeros(R, dtype=torch.long, device=x.device), torch.zeros(R, device=x.device))
+        steps = torch.zeros(R, dtype=torch.long, device=x.device)  # denoiser evaluations of each row
+        score = torch.zeros(R, device=x.device)  # mean log-probability of its tokens under its last prediction
         active = torch.arange(R, device=x.device)
         times = torch.linspace(1.0, 0.0, self.steps + 1).tolist()
         for k in range(self.steps):
@@ -293,13 +285,13 @@ class DiscreteSampler(Generator):
             row = tm.nonzero()[:, 0]  # (N,) active-row index of each target token
             n_tok = tm.sum(1).clamp_min(1)
             logp = torch.log_softmax(logits, -1).gather(1, new[:, None]).squeeze(1)
-            state.score[active] = torch.zeros(len(active), device=x.device).index_add_(0, row, logp) / n_tok
-            state.steps[active] += 1
+            score[active] = torch.zeros(len(active), device=x.device).index_add_(0, row, logp) / n_tok
+            steps[active] += 1
             if self.early_stop and k + 1 >= self.min_steps:
                 unsettled = torch.zeros(len(active), device=x.device).index_add_(
                     0, row, ((new != old) | ~process.is_complete(new)).float())
                 active = active[unsettled > 0]  # settled sequences leave the batch
                 if len(active) == 0:
                     break
-        best = state.score.view(-1, S).argmax(1) + torch.arange(0, R, S, device=x.device)  # (B,)
-        return GenerationResult(tokens=x[best], steps=state.steps[best])
+        best = score.view(-1, S).argmax(1) + torch.arange(0, R, S, device=x.device)  # (B,) kept sample per prompt
+        return GenerationResult(tokens=x[best], steps=steps[best])

@@ -180,3 +180,18 @@ def test_gpt2_checkpoint_in_the_ar_recipe_and_back(toy_root, tmp_path):
     ids = torch.randint(0, dm.vocab_size, (2, 10))
     m = model.denoiser.eval()
     torch.testing.assert_close(hf(ids).logits, m.logits(m(ids).latent), atol=1e-4, rtol=1e-4)
+
+
+def test_export_command_turns_an_ar_checkpoint_into_a_hf_model(mixed_root, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from diffusion_lm.models.convert import main as convert_main
+
+    path, ar = save_ar_checkpoint(mixed_root, tmp_path, steps=2)
+    convert_main(["export", str(path), str(tmp_path / "hf")])
+    assert str(tmp_path / "hf") in capsys.readouterr().out
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ids = torch.tensor([tok("the cat sits", add_special_tokens=False)["input_ids"]])
+    m = ar.ema.model
+    torch.testing.assert_close(hf(ids).logits, m.logits(m(ids).latent), atol=1e-4, rtol=1e-4)

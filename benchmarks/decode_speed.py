@@ -45,8 +45,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up (allocator, kernels)
+def timed(fn, device: str, repeats: int, warmup: bool) -> float:
+    if warmup:  # allocator, kernels, caches
+        fn()
     times = []
     for _ in range(repeats):
         sync(device)
@@ -68,12 +69,13 @@ def measure(args) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     for B in args.batch_sizes:
         prompts = [torch.randint(5, args.vocab, (args.prompt_len,), generator=g).tolist() + [SEP] for _ in range(B)]
-        for N in args.lengths:
+        for i, N in enumerate(args.lengths):
+            warm = args.warmup == "all" or i == 0  # the first length of each batch size warms up always
             dec = ARDecoder(max_new_tokens=N, min_new_tokens=N)
-            t_ar = timed(lambda: dec.decode(ar, prompts, EOS, PAD), args.device, args.repeats)
+            t_ar = timed(lambda: dec.decode(ar, prompts, EOS, PAD), args.device, args.repeats, warm)
             batch = build_batch([p[:-1] for p in prompts], None, sep_id=SEP, eos_id=EOS, pad_id=PAD, tgt_lengths=[N] * B)
             batch = {k: v.to(args.device) for k, v in batch.items()}
-            t_diff = timed(lambda: sampler.generate(diff, process, batch), args.device, args.repeats)
+            t_diff = timed(lambda: sampler.generate(diff, process, batch), args.device, args.repeats, warm)
             row = {"batch": B, "length": N, "ar_s": t_ar, f"diffusion_{args.steps}_steps_s": t_diff,
                    "speedup": t_ar / t_diff}
             rows.append(row)
@@ -94,7 +96,8 @@ def write(rows: list[dict], args) -> None:
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [f"Time per batch (s), {machine}, {args.dtype}; model d_model={args.d_model}, n_layers={args.n_layers}, "
-             f"vocab={args.vocab}, prompt {args.prompt_len} tokens; median of {args.repeats} after a warm-up.", "",
+             f"vocab={args.vocab}, prompt {args.prompt_len} tokens; median of {args.repeats} runs "
+             f"(warm-up: {args.warmup}).", "",
              f"| batch | output length | AR (KV cache) | diffusion ({args.steps} steps) | AR / diffusion |",
              "|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['batch']} | {r['length']} | {r['ar_s']:.3f} | {r[diff_key]:.3f} | {r['speedup']:.2f} |" for r in rows]
@@ -136,6 +139,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", choices=["all", "first"], default="all",
+                   help="an untimed run before every measurement, or only before the first length of a batch size")
     p.add_argument("--out", default="runs/decode_speed")
     args = p.parse_args()
     write(measure(args), args)

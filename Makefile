@@ -24,7 +24,7 @@ BENCH_ARGS ?= $(if $(HAS_GPU),--measure-peak --out runs/bench_train.json,--devic
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
 .PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
-	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train clean
+	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train ar2diff-demo clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,17 @@ train-mbpp: install ## MBPP code generation from scratch (local data; sandboxed 
 
 ablation-task-specific: install ## Multi30k: uniform vs importance t, TaskAdapt at 1/4 budget (SCALE=gpu|cpu; docs/task_specific_training.md)
 	PY=$(PY) SCALE=$(or $(SCALE),$(if $(HAS_GPU),gpu,cpu)) experiments/multi30k/task_specific/ablation.sh
+
+# AR2Diff at small scale: AR pretraining on local English text → diffusion continued pretraining → Multi30k de→en,
+# chained through runs/ar2diff/stage{1,2,3}/last.ckpt (the full budgets: experiments/ar2diff/compare_multi30k.sh).
+AR2DIFF = experiments/ar2diff
+AR2DIFF_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=1 --trainer.precision=bf16-mixed,--trainer.accelerator=cpu) --trainer.enable_progress_bar=false
+ar2diff-demo: install ## AR2Diff's three stages end to end at small scale (~15 min on CPU), then test BLEU
+	@rm -rf runs/ar2diff/stage1 runs/ar2diff/stage2 runs/ar2diff/stage3
+	$(CLI) fit --config $(AR2DIFF)/stage1_ar_pretrain.yaml --trainer.max_time=00:00:04:00 --data.init_args.limit_train_tokens=1000000 --data.init_args.bpe_train_chars=3000000 $(AR2DIFF_ARGS) $(ARGS)
+	$(CLI) fit --config $(AR2DIFF)/stage2_diffusion_pretrain.yaml --trainer.max_time=00:00:02:00 --data.init_args.limit_train_tokens=1000000 $(AR2DIFF_ARGS) $(ARGS)
+	$(CLI) fit --config $(AR2DIFF)/stage3_finetune_multi30k.yaml --trainer.max_time=00:00:04:00 $(AR2DIFF_ARGS) $(ARGS)
+	$(CLI) test --config $(AR2DIFF)/stage3_finetune_multi30k.yaml --ckpt_path runs/ar2diff/stage3/last.ckpt --data.init_args.limit_eval=200 $(AR2DIFF_ARGS) $(ARGS)
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

@@ -1,133 +1,149 @@
-"""Decoding speed: few-step continuous diffusion vs autoregressive KV-cache greedy decoding.
+"""Decoding speed: autoregressive (KV cache) vs discrete diffusion (K steps) — AR2Diff paper, Figure 3.
 
-Both use the one shared :class:`~diffusion_lm.models.Denoiser` with the same width and depth:
+Both decoders run the same shared denoiser architecture (random weights: speed does not depend on them)
+on a batch of prompts and produce exactly N target tokens: the AR decoder N cached steps (EOS is
+forbidden, so no sequence stops early), the diffusion sampler K full passes over the prompt + N target
+positions (early stopping off). Reported: median wall time per batch over ``--repeats`` runs after a
+warm-up run.
 
-* diffusion — prefix attention, latent width ``--embed-dim``, self-conditioning, length head: one
-  source-only pass predicts the target length, then K DDIM steps denoise the whole target at once
-  (``DDIMSampler``, exactly what ``diffusion-lm test`` runs);
-* autoregressive — causal attention with the :class:`~diffusion_lm.models.layers.KVCache`: one
-  prefill pass over ``[src] [SEP]``, then one single-token pass per target token (greedy argmax).
+    python benchmarks/decode_speed.py --out docs/ar2diff                      # CPU, reduced sizes
+    python benchmarks/decode_speed.py --device cuda --dtype bfloat16 --d-model 1024 --n-layers 24 \\
+        --lengths 64 128 256 512 1024 --batch-sizes 1 64 --out runs/decode_speed_gpu      # GPU
 
-Speed does not depend on the weights, so both models are randomly initialised; every sequence
-decodes exactly ``--tgt-len`` target tokens (no early EOS) so the two do the same amount of output.
-tokens/s = batch · tgt_len / wall time (median of ``--repeats`` after one warm-up).
-
-    python benchmarks/decode_speed.py                                     # CPU, fp32
-    python benchmarks/decode_speed.py --device cuda --dtype bfloat16      # GPU
+Writes ``<out>/decode_speed_<device>.csv``, ``.md`` (the table) and ``.png`` (the plot).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
+import platform
 import statistics
 import time
-from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
 from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import DDIMSampler, GaussianDiffusion
+from diffusion_lm.diffusion import DiscreteSampler, UniformDiffusion
 from diffusion_lm.models import Denoiser, DenoiserConfig
-from diffusion_lm.models.layers import KVCache
+from diffusion_lm.models.decoding import ARDecoder
 
-SEP, EOS, PAD = 2, 3, 0
+EOS, PAD, SEP = 3, 0, 2
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()  # warm-up
+def build(args, attention: str, max_len: int, timestep: bool) -> Denoiser:
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                         max_len=max_len, dropout=0.0, attention=attention, position=args.position,
+                         timestep_embedding=timestep, self_condition=False)
+    return Denoiser(cfg).to(args.device, getattr(torch, args.dtype)).eval()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int, warmup: bool) -> float:
+    if warmup:  # allocator, kernels, caches
+        fn()
     times = []
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
+        sync(device)
+        start = time.perf_counter()
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+        sync(device)
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def source_batch(batch: int, src_len: int, vocab: int, device: torch.device) -> torch.Tensor:
+@torch.inference_mode()
+def measure(args) -> list[dict]:
+    rows = []
+    max_len = args.prompt_len + max(args.lengths) + 1
+    ar = build(args, "causal", max_len, timestep=False)
+    diff = build(args, "prefix", max_len, timestep=True)
+    process = UniformDiffusion()
+    sampler = DiscreteSampler(steps=args.steps, early_stop=False)
     g = torch.Generator().manual_seed(0)
-    return torch.randint(5, vocab, (batch, src_len), generator=g).to(device)
+    for B in args.batch_sizes:
+        prompts = [torch.randint(5, args.vocab, (args.prompt_len,), generator=g).tolist() + [SEP] for _ in range(B)]
+        for i, N in enumerate(args.lengths):
+            warm = args.warmup == "all" or i == 0  # the first length of each batch size warms up always
+            dec = ARDecoder(max_new_tokens=N, min_new_tokens=N)
+            t_ar = timed(lambda: dec.decode(ar, prompts, EOS, PAD), args.device, args.repeats, warm)
+            batch = build_batch([p[:-1] for p in prompts], None, sep_id=SEP, eos_id=EOS, pad_id=PAD, tgt_lengths=[N] * B)
+            batch = {k: v.to(args.device) for k, v in batch.items()}
+            t_diff = timed(lambda: sampler.generate(diff, process, batch), args.device, args.repeats, warm)
+            row = {"batch": B, "length": N, "ar_s": t_ar, f"diffusion_{args.steps}_steps_s": t_diff,
+                   "speedup": t_ar / t_diff}
+            rows.append(row)
+            print(f"batch {B:3d}  length {N:5d}  AR {t_ar:8.3f} s   diffusion({args.steps}) {t_diff:8.3f} s   "
+                  f"AR/diffusion {t_ar / t_diff:6.2f}", flush=True)
+    return rows
 
 
-@torch.no_grad()
-def diffusion_decode(model: Denoiser, process: GaussianDiffusion, sampler: DDIMSampler, src: torch.Tensor, tgt_len: int):
-    rows = src.tolist()
-    probe = build_batch(rows, None, sep_id=SEP, eos_id=EOS, pad_id=PAD, tgt_lengths=[1] * len(rows))
-    probe = {k: v.to(src.device) for k, v in probe.items()}
-    process.predict_lengths(model, probe, model.config.max_len)  # the length pass the recipe runs
-    gen = build_batch(rows, None, sep_id=SEP, eos_id=EOS, pad_id=PAD, tgt_lengths=[tgt_len] * len(rows))
-    gen = {k: v.to(src.device) for k, v in gen.items()}
-    return sampler.generate(model, process, gen).tokens
+def write(rows: list[dict], args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"decode_speed_{args.device.split(':')[0]}"
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    diff_key = f"diffusion_{args.steps}_steps_s"
+    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    lines = [f"Time per batch (s), {machine}, {args.dtype}; model d_model={args.d_model}, n_layers={args.n_layers}, "
+             f"vocab={args.vocab}, prompt {args.prompt_len} tokens; median of {args.repeats} runs "
+             f"(warm-up: {args.warmup}).", "",
+             f"| batch | output length | AR (KV cache) | diffusion ({args.steps} steps) | AR / diffusion |",
+             "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['batch']} | {r['length']} | {r['ar_s']:.3f} | {r[diff_key]:.3f} | {r['speedup']:.2f} |" for r in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
+    import matplotlib
 
-@torch.no_grad()
-def ar_decode(model: Denoiser, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-    B = src.shape[0]
-    prompt = torch.cat([src, torch.full((B, 1), SEP, device=src.device)], 1)  # (B, S)
-    cache = KVCache()
-    h = model(prompt, cache=cache).latent[:, -1]  # (B, E) prefill
-    out = []
-    for _ in range(tgt_len):
-        nxt = model.logits(h).argmax(-1)  # (B,) greedy
-        out.append(nxt)
-        h = model(nxt[:, None], cache=cache).latent[:, -1]  # one new token against the cache
-    return torch.stack(out, 1)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for B in args.batch_sizes:
+        sub = [r for r in rows if r["batch"] == B]
+        ax.plot([r["length"] for r in sub], [r["ar_s"] for r in sub], "o-", label=f"AR, KV cache, batch {B}")
+        ax.plot([r["length"] for r in sub], [r[diff_key] for r in sub], "s--", label=f"diffusion {args.steps} steps, batch {B}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("output length (tokens)")
+    ax.set_ylabel("seconds per batch")
+    ax.set_title(f"Decoding time, {machine}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    print(f"wrote {stem}.csv/.md/.png")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
-    ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10])
-    ap.add_argument("--src-len", type=int, default=16)
-    ap.add_argument("--tgt-len", type=int, default=16)
-    ap.add_argument("--vocab", type=int, default=6000)
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--n-layers", type=int, default=4)
-    ap.add_argument("--n-heads", type=int, default=4)
-    ap.add_argument("--embed-dim", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    max_len = args.src_len + args.tgt_len + 2
-    common = dict(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                  max_len=max_len, dropout=0.0, position="rope")
-    torch.manual_seed(0)
-    diff = Denoiser(DenoiserConfig(**common, embed_dim=args.embed_dim, attention="prefix",
-                                   length_classes=max_len + 1)).to(device).eval()
-    ar = Denoiser(DenoiserConfig(**common, attention="causal", timestep_embedding=False, self_condition=False)).to(device).eval()
-    process = GaussianDiffusion()
-    results = []
-    with amp:
-        for B in args.batch_sizes:
-            src = source_batch(B, args.src_len, args.vocab, device)
-            sec = timed(lambda: ar_decode(ar, src, args.tgt_len), args.repeats, device)
-            results.append({"decoder": "autoregressive KV-cache greedy", "steps": args.tgt_len + 1, "batch": B,
-                            "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
-            for k in args.steps:
-                sampler = DDIMSampler(steps=k)
-                sec = timed(lambda: diffusion_decode(diff, process, sampler, src, args.tgt_len), args.repeats, device)
-                results.append({"decoder": f"diffusion DDIM K={k}", "steps": k + 1, "batch": B,
-                                "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
-    print(f"device={device} dtype={args.dtype} threads={torch.get_num_threads()} d_model={args.d_model} "
-          f"n_layers={args.n_layers} src_len={args.src_len} tgt_len={args.tgt_len}")
-    print("| decoder | batch | forward passes | seconds | tokens/s |")
-    print("|---|---:|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['decoder']} | {r['batch']} | {r['steps']} | {r['seconds']:.4f} | {r['tokens_per_s']:.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--steps", type=int, default=10, help="diffusion denoising steps K")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-layers", type=int, default=4)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--position", choices=["learned", "rope"], default="learned")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", choices=["all", "first"], default="all",
+                   help="an untimed run before every measurement, or only before the first length of a batch size")
+    p.add_argument("--out", default="runs/decode_speed")
+    args = p.parse_args()
+    write(measure(args), args)
 
 
 if __name__ == "__main__":

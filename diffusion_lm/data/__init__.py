@@ -1,5 +1,7 @@
 from .benchmarks import IWSLT14, MBPP, WMT14, CommonGen, Multi30k, SQuAD, XSum
+from .corpus import TextCorpus, WikiText
 from .seq2seq import Seq2SeqDataModule
 from .tokenization import TextTokenizer
 
-__all__ = ["IWSLT14", "MBPP", "WMT14", "CommonGen", "Multi30k", "SQuAD", "Seq2SeqDataModule", "TextTokenizer", "XSum"]
+__all__ = ["IWSLT14", "MBPP", "WMT14", "CommonGen", "Multi30k", "SQuAD", "Seq2SeqDataModule", "TextCorpus",
+           "TextTokenizer", "WikiText", "XSum"]

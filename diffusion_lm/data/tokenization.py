@@ -69,6 +69,11 @@ class TextTokenizer:
         self.hf.save_pretrained(str(directory))
 
 
+def tokenizer_from_checkpoint(checkpoint: dict) -> TextTokenizer | None:
+    """The tokenizer a recipe stored in its checkpoint (``BaseRecipe.on_save_checkpoint``), if any."""
+    return TextTokenizer.from_dict(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
+
+
 def load_pretrained_tokenizer(name_or_path: str) -> TextTokenizer:
     """A Hugging Face tokenizer (a local directory, or a Hub id when the network allows), or the
     tokenizer stored in a diffusion_lm checkpoint when the path ends in ``.ckpt``."""

@@ -1,11 +1,12 @@
 from .adaptive import AdaptiveDDIMSampler
 from .fastdiss import FastDiSSDiffusion
+from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion, UniformDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .importance import ImportanceSampler
 from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
-from .schedule import CosineSchedule, LinearSchedule, NoiseSchedule, SqrtSchedule
+from .schedule import CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule
 from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 
@@ -14,4 +15,5 @@ __all__ = [
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule",
     "TimestepSampler", "UniformSampler",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
+    "DiscreteDiffusion", "DiscreteSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
 ]

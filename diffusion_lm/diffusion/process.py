@@ -77,6 +77,12 @@ class DiffusionProcess:
             f"{type(self).__name__} has no per_example_loss: use the LossVariance or LossSecondMoment estimator"
         )
 
+    def configure_denoiser(self, cfg: Any) -> None:  # noqa: ARG002
+        """Adjust the denoiser's configuration before it is built (e.g. drop inputs the process never feeds)."""
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: ARG002
+        """Called by the recipe once the tokenizer is known (e.g. masked diffusion takes its MASK id)."""
+
     def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for uncorrupted tokens: ``{"input_ids": …}`` or ``{"inputs_embeds": …}``."""
         return {"input_ids": input_ids}

@@ -95,7 +95,17 @@ class LinearSchedule(NoiseSchedule):
         return torch.exp(-(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2))
 
 
-SCHEDULES = {cls.name: cls for cls in (SqrtSchedule, CosineSchedule, LinearSchedule)}
+class LogLinearSchedule(NoiseSchedule):
+    """ᾱ(t) = 1 − t: the corruption rate of discrete diffusion grows linearly in t (MDLM's log-linear
+    noise σ(t) = −log(1 − t), Sahoo et al. 2024, §3.2.1; SUNDAE's uniformly drawn corruption rate)."""
+
+    name = "loglinear"
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        return 1.0 - t
+
+
+SCHEDULES = {cls.name: cls for cls in (SqrtSchedule, CosineSchedule, LinearSchedule, LogLinearSchedule)}
 
 
 def get_schedule(name: str) -> NoiseSchedule:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
-AttentionMode = Literal["bidirectional", "prefix", "causal"]
+AttentionMode = Literal["bidirectional", "prefix", "causal", "prefix_causal"]
 
 
 @dataclass
@@ -23,8 +23,9 @@ class DenoiserConfig:
             no projections). Continuous diffusion usually works in a smaller space (e.g. 128).
         max_len: Number of learned positions (the longest ``[src] [SEP] [tgt]`` sequence).
         dropout: Dropout on embeddings, attention output and MLP output.
-        attention: ``prefix`` (source attends to source, target attends to all), ``bidirectional``
-            or ``causal``.
+        attention: ``prefix`` (source attends to source, target attends to all), ``bidirectional``,
+            ``causal``, or ``prefix_causal`` (prefix-LM for autoregressive decoding: the source attends
+            to the whole source, each target position to the source and the earlier target).
         norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
         position: ``learned`` absolute positions (GPT-2) or ``rope`` (Llama).
         mlp: ``gelu`` (GPT-2, tanh approximation) or ``swiglu`` (Llama).
@@ -67,8 +68,8 @@ class DenoiserConfig:
         kv = self.kv_heads
         if self.n_heads % kv:
             raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={kv}")
-        if self.attention not in ("bidirectional", "prefix", "causal"):
-            raise ValueError(f"attention must be bidirectional, prefix or causal, got {self.attention!r}")
+        if self.attention not in ("bidirectional", "prefix", "causal", "prefix_causal"):
+            raise ValueError(f"attention must be bidirectional, prefix, causal or prefix_causal, got {self.attention!r}")
 
     @property
     def kv_heads(self) -> int:

@@ -42,16 +42,21 @@ def attention_mask(
     * causal: lower-triangular; right padding needs no mask (padded keys lie in every real query's future).
     * bidirectional: every query sees every non-padding key.
     * prefix: source queries see only source keys, target queries see every non-padding key.
+    * prefix_causal (prefix LM): every query sees the whole prefix and, causally, the target up to itself.
     """
-    if mode == "causal":
+    if mode == "causal" or (mode == "prefix_causal" and prefix_len is None):
         return None, True
     keys = valid[:, None, None, :] if valid is not None else None  # (B, 1, 1, L)
     if mode == "bidirectional" or prefix_len is None:  # prefix mode without a prefix: all target
         return keys, False
     pos = torch.arange(L, device=device)
     in_prefix = pos[None, :] < prefix_len[:, None]  # (B, L)
-    # query i may see key j if j is in the prefix, or i is in the target (not in the prefix)
-    mask = in_prefix[:, None, None, :] | ~in_prefix[:, None, :, None]  # (B, 1, L, L)
+    if mode == "prefix_causal":
+        # query i may see key j if j is in the prefix or j ≤ i (a prefix query never reaches the target: j > i)
+        mask = in_prefix[:, None, None, :] | (pos[None, :] <= pos[:, None])[None, None]  # (B, 1, L, L)
+    else:
+        # query i may see key j if j is in the prefix, or i is in the target (not in the prefix)
+        mask = in_prefix[:, None, None, :] | ~in_prefix[:, None, :, None]  # (B, 1, L, L)
     if keys is not None:
         mask = mask & keys
     return mask, False
@@ -127,6 +132,7 @@ class Denoiser(nn.Module):
         attention: str | None = None,  # override config.attention for this call
         positions: torch.Tensor | None = None,  # (B, L) long; default 0..L-1 (after the cache)
         cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,  # (B, 1, L, S) bool, True = may attend; overrides the above
     ) -> DenoiserOutput:
         cfg = self.config
         if (input_ids is None) == (inputs_embeds is None):
@@ -146,7 +152,9 @@ class Denoiser(nn.Module):
         h = self.drop(h)
 
         mode = attention or cfg.attention
-        if cache is not None and past > 0:
+        if attn_mask is not None:  # e.g. left-padded prompts in batched KV-cache decoding
+            mask, is_causal = attn_mask, False
+        elif cache is not None and past > 0:
             # incremental decoding: the new queries see every cached key and the causal part of themselves
             if L == 1:
                 mask, is_causal = None, False

@@ -96,6 +96,8 @@ class BaseRecipe(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if isinstance(denoiser, dict):  # hparams restored from a checkpoint
+            denoiser = DenoiserConfig(**denoiser)
         cfg = copy.deepcopy(denoiser) if denoiser is not None else DenoiserConfig()
         if vocab_size:
             cfg.vocab_size = vocab_size

@@ -42,18 +42,24 @@ class DiffusionRecipe(BaseRecipe):
         **kwargs: Any,
     ) -> None:
         self.length_source = length_source
+        self.process = process or GaussianDiffusion()  # set first: it may adjust the denoiser it is built for
         super().__init__(**kwargs)
-        self.process = process or GaussianDiffusion()
         self.timestep_sampler = timestep_sampler or UniformSampler()
         self.generator = generator or DDIMSampler()
         self.eval_timesteps = UniformSampler()  # val/test loss: uniform t whatever the training sampler
         self.timestep_stats = TimestepLossStats(timestep_bins or getattr(self.timestep_sampler, "num_bins", 20))
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.tokenizer is not None:
+            self.process.bind_tokenizer(self.tokenizer)
+
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        if cfg.attention == "causal":
+        if cfg.attention in ("causal", "prefix_causal"):
             cfg.attention = "prefix"  # diffusion denoises the whole target at once
         if cfg.length_classes == 0:  # always built, so length_source can be switched at test time
             cfg.length_classes = cfg.max_len + 1
+        self.process.configure_denoiser(cfg)
 
     # ------------------------------------------------------------------ training
     def grad_free_passes(self) -> float:
@@ -109,6 +115,8 @@ class DiffusionRecipe(BaseRecipe):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            self.process.bind_tokenizer(self.tokenizer)
         if "timestep_sampler" in checkpoint:
             self.timestep_sampler.load_state_dict(checkpoint["timestep_sampler"])
         self.generator.load_state_dict(checkpoint.get("generator", {}))  # e.g. the calibrated ε

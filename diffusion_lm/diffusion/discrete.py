@@ -1,0 +1,297 @@
+"""Discrete diffusion on token ids: uniform corruption with unrolled denoising (SUNDAE) and masked
+(absorbing) diffusion (MDLM), plus their iterative sampler.
+
+Both corrupt only the target: each target token is corrupted independently with probability
+r(t) = 1 − ᾱ(t) (``schedule.corruption_rate``); the denoiser sees the corrupted ids and the per-token
+t (0 on the clean prompt) and predicts the clean token at every target position.
+
+* :class:`UniformDiffusion` (Savinov et al. 2022, SUNDAE §2): a corrupted token becomes a uniformly
+  random *other* token, so the observed change rate equals r(t) exactly. Loss: cross-entropy on every
+  target token (corrupted or not). Unrolled denoising (SUNDAE eq. 4–5): a second pass on the model's own
+  sample from the first pass's prediction (detached: integer ids) is trained to reconstruct the data too;
+  the loss is the mean of both passes' cross-entropies.
+* :class:`MaskedDiffusion` (Sahoo et al. 2024, MDLM): a corrupted token becomes MASK. The prediction never
+  proposes MASK (SUBS parameterisation, eq. 8); the loss is the cross-entropy at masked positions weighted
+  by −ᾱ'(t) / (1 − ᾱ(t)) (the continuous-time NELBO, eq. 10; 1/t for ᾱ = 1 − t), or unweighted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..models.denoiser import Denoiser
+from .generate import GenerationResult, Generator
+from .process import DiffusionProcess, LossOutput, masked_mean
+from .schedule import LogLinearSchedule, NoiseSchedule
+
+
+class DenoisePass(NamedTuple):
+    inputs: torch.Tensor  # (B, L) ids the denoiser saw
+    logits: torch.Tensor  # (N, V) predictions at the N target positions
+    out: Any  # DenoiserOutput of the pass
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(N, V) → (N,): argmax at temperature 0, else a draw from softmax(logits / temperature)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    return torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1).squeeze(-1)
+
+
+class DiscreteDiffusion(DiffusionProcess):
+    """What the uniform and masked processes share: corruption of the target, the denoising pass,
+    and the sampler's hooks (:meth:`prior`, :meth:`step`, :meth:`is_complete`).
+
+    Args:
+        schedule: Corruption rate r(t) = 1 − ᾱ(t). Default: log-linear (r = t).
+        length_weight: Weight of the target-length cross-entropy added to the loss.
+    """
+
+    def __init__(self, schedule: Optional[NoiseSchedule] = None, length_weight: float = 0.1) -> None:
+        super().__init__(schedule or LogLinearSchedule(), length_weight)
+
+    def configure_denoiser(self, cfg) -> None:
+        cfg.self_condition = False  # tokens in, tokens out: there is no x̂_0 estimate to feed back
+
+    # --- corruption
+    def corrupt_mask(self, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: each target token independently with probability r(t) (t: (B,))."""
+        rate = self.schedule.corruption_rate(t)[:, None]  # (B, 1)
+        return (torch.rand(target_mask.shape, device=target_mask.device) < rate) & target_mask
+
+    def corrupt(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- the denoiser
+    def target_logits(self, model: Denoiser, latent: torch.Tensor) -> torch.Tensor:
+        """(N, E) latents at target positions → (N, V) logits (float32)."""
+        return model.logits(latent).float()
+
+    def denoise(self, model: Denoiser, batch: dict[str, Any], x: torch.Tensor, t_tok: torch.Tensor) -> DenoisePass:
+        out = model(x, timesteps=t_tok, valid=batch["valid"], prefix_len=batch["prefix_len"])
+        return DenoisePass(x, self.target_logits(model, out.latent[batch["target_mask"]]), out)
+
+    def passes(self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor) -> list[DenoisePass]:
+        ids, tmask = batch["input_ids"], batch["target_mask"]
+        return [self.denoise(model, batch, self.corrupt(model, ids, tmask, t), self.token_timesteps(t, tmask))]
+
+    def per_token_loss(self, p: DenoisePass, batch: dict[str, Any], t: torch.Tensor) -> torch.Tensor:
+        """(B, L) loss of one pass, 0 outside the target."""
+        raise NotImplementedError
+
+    def training_loss(self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor) -> LossOutput:
+        tmask = batch["target_mask"]
+        passes = self.passes(model, batch, t)
+        losses = [self.per_token_loss(p, batch, t) for p in passes]
+        per_token = torch.stack(losses).mean(0)  # (B, L)
+        per_example = masked_mean(per_token, tmask, dim=1)  # (B,)
+        loss = masked_mean(per_token * weights[:, None], tmask)
+        length = self.length_loss(model, batch, passes[0].out)
+        logs = {f"ce_pass{i + 1}": masked_mean(x, tmask).detach() for i, x in enumerate(losses)}
+        logs["length_ce"] = length.detach()
+        return LossOutput(loss + self.length_weight * length, per_example.detach(), logs)
+
+    # --- sampling
+    def prior(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+        """x_1: the fully corrupted target (prompt unchanged)."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, logits: torch.Tensor, t: float, s: float, temperature: float,
+             final: bool) -> torch.Tensor:
+        """One reverse step t → s < t on the flat target tokens x (N,) given the logits (N, V)."""
+        raise NotImplementedError
+
+    def is_complete(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: target tokens that hold a real token (the sampler may stop a sequence only then)."""
+        return torch.ones_like(x, dtype=torch.bool)
+
+
+class UniformDiffusion(DiscreteDiffusion):
+    """SUNDAE-style uniform corruption with unrolled denoising.
+
+    Args:
+        schedule: Corruption rate r(t) = 1 − ᾱ(t). Default: r = t (SUNDAE draws the rate uniformly).
+        unroll: Train a second pass on the model's own (detached) sample of the first pass.
+        unroll_temperature: Temperature of that sample (SUNDAE: 1).
+        length_weight: Weight of the target-length cross-entropy.
+    """
+
+    def __init__(self, schedule: Optional[NoiseSchedule] = None, unroll: bool = True, unroll_temperature: float = 1.0,
+                 length_weight: float = 0.1) -> None:
+        super().__init__(schedule, length_weight)
+        self.unroll = unroll
+        self.unroll_temperature = unroll_temperature
+
+    def corrupt(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        V = model.config.vocab_size
+        other = (ids + torch.randint(1, V, ids.shape, device=ids.device)) % V  # uniform over the V − 1 other tokens
+        return torch.where(self.corrupt_mask(target_mask, t), other, ids)
+
+    def passes(self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor) -> list[DenoisePass]:
+        first = super().passes(model, batch, t)[0]
+        if not self.unroll:
+            return [first]
+        with torch.no_grad():  # the sample is the model's own guess: ids, no gradient path
+            guess = sample_tokens(first.logits.detach(), self.unroll_temperature)
+        x2 = first.inputs.clone()
+        x2[batch["target_mask"]] = guess
+        second = self.denoise(model, batch, x2, self.token_timesteps(t, batch["target_mask"]))
+        return [first, second]
+
+    def per_token_loss(self, p: DenoisePass, batch: dict[str, Any], t: torch.Tensor) -> torch.Tensor:
+        ids, tmask = batch["input_ids"], batch["target_mask"]
+        ce = torch.zeros(tmask.shape, device=ids.device)
+        ce[tmask] = F.cross_entropy(p.logits, ids[tmask], reduction="none")
+        return ce
+
+    def prior(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+        noise = torch.randint(0, model.config.vocab_size, ids.shape, device=ids.device)
+        return torch.where(target_mask, noise, ids)
+
+    def step(self, x, logits, t, s, temperature, final):
+        return sample_tokens(logits, temperature)  # SUNDAE: every target token is re-predicted at each step
+
+
+class MaskedDiffusion(DiscreteDiffusion):
+    """MDLM-style masked (absorbing-state) diffusion.
+
+    Args:
+        schedule: Masking rate r(t) = 1 − ᾱ(t). Default: r = t.
+        mask_id: Id of the MASK token; default: the tokenizer's mask token (set by the recipe).
+        loss_weighting: ``elbo`` (−ᾱ'(t) / (1 − ᾱ(t)), MDLM eq. 10) or ``uniform`` (mean CE of masked tokens).
+        max_weight: Upper bound of the ELBO weight (it is 1/t for the default schedule).
+        length_weight: Weight of the target-length cross-entropy.
+    """
+
+    def __init__(self, schedule: Optional[NoiseSchedule] = None, mask_id: Optional[int] = None,
+                 loss_weighting: Literal["elbo", "uniform"] = "elbo", max_weight: float = 1000.0,
+                 length_weight: float = 0.1) -> None:
+        super().__init__(schedule, length_weight)
+        self.mask_id = mask_id
+        self.loss_weighting = loss_weighting
+        self.max_weight = max_weight
+
+    def bind_tokenizer(self, tokenizer) -> None:
+        if self.mask_id is None:
+            self.mask_id = tokenizer.mask_id
+
+    def _mask(self) -> int:
+        if self.mask_id is None:
+            raise ConfigError("MaskedDiffusion needs a MASK token: the tokenizer has none; set "
+                              "model.init_args.process.init_args.mask_id or use UniformDiffusion")
+        return self.mask_id
+
+    def corrupt(self, model, ids, target_mask, t):
+        return torch.where(self.corrupt_mask(target_mask, t), torch.full_like(ids, self._mask()), ids)
+
+    def target_logits(self, model, latent):
+        logits = super().target_logits(model, latent)
+        logits[:, self._mask()] = float("-inf")  # SUBS: the clean token is never MASK
+        return logits
+
+    def elbo_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """−ᾱ'(t) / (1 − ᾱ(t)), ᾱ' by a float64 central difference of the unclamped schedule (any schedule),
+        clamped to ``max_weight``."""
+        h = 1e-6
+        t64 = t.double()
+        lo, hi = (t64 - h).clamp(0, 1), (t64 + h).clamp(0, 1)
+        d_alpha = (self.schedule._alpha_bar(hi) - self.schedule._alpha_bar(lo)) / (hi - lo)
+        weight = -d_alpha / self.schedule.corruption_rate(t).double()
+        return weight.clamp(0, self.max_weight).to(t.dtype)
+
+    def per_token_loss(self, p, batch, t):
+        ids, tmask = batch["input_ids"], batch["target_mask"]
+        masked = (p.inputs == self._mask()) & tmask
+        ce = torch.zeros(tmask.shape, device=ids.device)
+        ce[tmask] = F.cross_entropy(p.logits, ids[tmask], reduction="none")
+        ce = ce * masked  # unmasked tokens are copied (SUBS), no loss
+        if self.loss_weighting == "elbo":
+            return ce * self.elbo_weight(t)[:, None]
+        # mean CE over the masked tokens, spread over the target so that masked_mean(…, target) recovers it
+        frac = masked.sum(1, keepdim=True) / tmask.sum(1, keepdim=True).clamp_min(1)
+        return ce / frac.clamp_min(1e-6)
+
+    def prior(self, model, ids, target_mask):
+        return torch.where(target_mask, torch.full_like(ids, self._mask()), ids)
+
+    def step(self, x, logits, t, s, temperature, final):
+        """Ancestral step (MDLM eq. 7): a masked token is revealed with probability (ᾱ(s) − ᾱ(t)) / (1 − ᾱ(t));
+        revealed tokens never change again. The last step reveals everything."""
+        masked = x == self._mask()
+        a_t, a_s = (self.schedule.alpha_bar(torch.tensor(v)).item() for v in (t, s))
+        p = 1.0 if final else (a_s - a_t) / max(1.0 - a_t, 1e-12)
+        reveal = masked & (torch.rand(x.shape, device=x.device) < p)
+        return torch.where(reveal, sample_tokens(logits, temperature), x)
+
+    def is_complete(self, x):
+        return x != self._mask()
+
+
+class DiscreteSampler(Generator):
+    """Iterative refinement for :class:`DiscreteDiffusion` processes.
+
+    Starts from the fully corrupted target (random tokens / all MASK) and takes ``steps`` reverse steps
+    at t_k = 1 − k/K. A sequence stops early once a step leaves its tokens unchanged and none is MASK
+    (it leaves the batch, so the compute is saved); ``GenerationResult.steps`` counts its evaluations.
+    With ``num_samples`` > 1 every prompt is decoded several times (different noise) and the sample with
+    the highest mean log-probability under the model's final prediction is kept (the AR2Diff paper decodes
+    8 samples).
+
+    Args:
+        steps: K, the number of denoising steps (AR2Diff: 10).
+        temperature: 0 = argmax at each step; > 0 samples from softmax(logits / temperature).
+        num_samples: Samples per prompt.
+        early_stop: Stop a sequence when its tokens stop changing.
+        min_steps: Steps before early stopping may trigger.
+    """
+
+    def __init__(self, steps: int = 10, temperature: float = 0.0, num_samples: int = 1, early_stop: bool = True,
+                 min_steps: int = 1) -> None:
+        if not 1 <= steps <= 2000 or num_samples < 1:
+            raise ValueError(f"steps must be in [1, 2000] and num_samples ≥ 1, got {steps}, {num_samples}")
+        self.steps = steps
+        self.temperature = temperature
+        self.num_samples = num_samples
+        self.early_stop = early_stop
+        self.min_steps = min_steps
+
+    @torch.no_grad()
+    def generate(self, model: Denoiser, process: DiscreteDiffusion, batch: dict[str, Any]) -> GenerationResult:
+        if not isinstance(process, DiscreteDiffusion):
+            raise ConfigError(f"DiscreteSampler needs a discrete process, got {type(process).__name__}")
+        S = self.num_samples
+        rows = {k: batch[k].repeat_interleave(S, 0) for k in ("input_ids", "target_mask", "valid", "prefix_len")}
+        tmask = rows["target_mask"]  # (R, L), R = B·S
+        R = tmask.shape[0]
+        x = process.prior(model, rows["input_ids"], tmask)  # (R, L)
+        steps = torch.zeros(R, dtype=torch.long, device=x.device)  # denoiser evaluations of each row
+        score = torch.zeros(R, device=x.device)  # mean log-probability of its tokens under its last prediction
+        active = torch.arange(R, device=x.device)
+        times = torch.linspace(1.0, 0.0, self.steps + 1).tolist()
+        for k in range(self.steps):
+            sub = {key: v[active] for key, v in rows.items()}
+            tm = sub["target_mask"]
+            xa = x[active]
+            t_tok = process.token_timesteps(torch.full((len(active),), times[k], device=x.device), tm)
+            logits = process.denoise(model, sub, xa, t_tok).logits  # (N, V), N = target tokens of the active rows
+            old = xa[tm]
+            new = process.step(old, logits, times[k], times[k + 1], self.temperature, final=k == self.steps - 1)
+            xa[tm] = new
+            x[active] = xa
+            row = tm.nonzero()[:, 0]  # (N,) active-row index of each target token
+            n_tok = tm.sum(1).clamp_min(1)
+            logp = torch.log_softmax(logits, -1).gather(1, new[:, None]).squeeze(1)
+            score[active] = torch.zeros(len(active), device=x.device).index_add_(0, row, logp) / n_tok
+            steps[active] += 1
+            if self.early_stop and k + 1 >= self.min_steps:
+                unsettled = torch.zeros(len(active), device=x.device).index_add_(
+                    0, row, ((new != old) | ~process.is_complete(new)).float())
+                active = active[unsettled > 0]  # settled sequences leave the batch
+                if len(active) == 0:
+                    break
+        best = score.view(-1, S).argmax(1) + torch.arange(0, R, S, device=x.device)  # (B,) kept sample per prompt
+        return GenerationResult(tokens=x[best], steps=steps[best])

@@ -1,0 +1,82 @@
+"""Autoregressive recipe: the shared denoiser as a causal (or prefix-LM) decoder.
+
+Language-model pretraining on :class:`~diffusion_lm.data.TextCorpus` blocks and seq2seq fine-tuning use
+one loss: position i predicts token i + 1 wherever token i + 1 is a target token (``target_mask``), so a
+seq2seq batch is trained on the target (and its EOS) only and an LM block on every token. Decoding uses
+the KV cache, greedy or beam search (:class:`~diffusion_lm.models.decoding.ARDecoder`), and is scored by
+the same metrics as the diffusion recipes. It is stage (1) of AR2Diff and the AR baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..diffusion.process import LossOutput, masked_mean
+from ..errors import ConfigError
+from ..models.config import DenoiserConfig
+from ..models.decoding import ARDecoder
+from ..models.denoiser import Denoiser
+from .base import BaseRecipe
+from .pretrained import FromPretrained
+
+
+class Autoregressive(FromPretrained, BaseRecipe):
+    """Args:
+        attention: ``causal`` (GPT-style) or ``prefix_causal`` (prefix LM: the source attends bidirectionally).
+        decoder: Greedy / beam search settings (``beam_size``, ``max_new_tokens``, ``length_penalty``).
+        init_from: Start from a Hugging Face GPT-2 / Llama directory or Hub id, or a ``.ckpt`` of this
+            framework (its architecture replaces ``denoiser``'s).
+        init_weights: ``ema`` or ``raw`` weights of a ``.ckpt`` source.
+        **kwargs: See :class:`BaseRecipe`.
+    """
+
+    def __init__(
+        self,
+        attention: Literal["causal", "prefix_causal"] = "causal",
+        decoder: Optional[ARDecoder] = None,
+        init_from: Optional[str] = None,
+        init_weights: Literal["ema", "raw"] = "ema",
+        **kwargs: Any,
+    ) -> None:
+        self.attention = attention
+        self.read_pretrained(init_from, init_weights)
+        super().__init__(**kwargs)
+        self.decoder = decoder or ARDecoder()
+        self.max_target_tokens: Optional[int] = None
+        self.load_pretrained_weights()
+
+    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
+        self.adopt_pretrained(cfg)
+        cfg.attention = self.attention
+        cfg.timestep_embedding = False  # a plain decoder: AR2Diff adds the timestep embedding later
+        cfg.self_condition = False
+        cfg.length_classes = 0
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        if getattr(dm, "max_tgt_len", None):
+            self.max_target_tokens = dm.max_tgt_len + 1  # + EOS
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
+        ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
+        out = model(ids, valid=batch["valid"], prefix_len=batch["prefix_len"])
+        predicts = tmask[:, 1:]  # (B, L-1): position i predicts token i+1 when that one is a target token
+        logits = model.logits(out.latent[:, :-1][predicts])  # (N, V)
+        ce = torch.zeros(predicts.shape, device=ids.device)
+        ce[predicts] = F.cross_entropy(logits.float(), ids[:, 1:][predicts], reduction="none")
+        loss = masked_mean(ce, predicts)
+        return LossOutput(loss, masked_mean(ce, predicts, dim=1).detach(), {"ppl": loss.detach().exp()})
+
+    # ------------------------------------------------------------------ generation
+    def generate_tokens(self, batch: dict[str, Any], model: Denoiser) -> tuple[list[list[int]], torch.Tensor]:
+        tok = self.require_tokenizer()
+        if int(batch["prefix_len"].min()) < 1:
+            raise ConfigError("generation needs a prompt: LM blocks without a prefix cannot be decoded "
+                              "(set model.init_args.val_generate_batches: 0, or data objective: prefix_lm)")
+        prompts = [row[:p] for row, p in zip(batch["input_ids"].tolist(), batch["prefix_len"].tolist())]
+        return self.decoder.decode(model, prompts, tok.eos_id, tok.pad_id, self.max_target_tokens)

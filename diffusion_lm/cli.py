@@ -21,7 +21,9 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
 import yaml
 
@@ -34,25 +36,34 @@ from .recipes.base import BaseRecipe
 from .trainer import DiffusionLMTrainer
 
 def trainer_defaults() -> dict:
-    """TensorBoard under ``runs/``, a ``last.ckpt`` every 1000 steps, and checkpoints loaded with
-    weights-only semantics (``diffusion_lm.checkpoint.SafeCheckpointIO``).
+    """TensorBoard under ``runs/`` and a ``last.ckpt`` every 1000 steps.
     A config that sets ``trainer.logger`` or ``trainer.callbacks`` replaces these."""
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
-
-    from .checkpoint import SafeCheckpointIO
 
     return {
         "logger": lazy_instance(TensorBoardLogger, save_dir="runs", name="diffusion_lm"),
         "callbacks": [
             ModelCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1000),
         ],
-        "plugins": [lazy_instance(SafeCheckpointIO)],
     }
 
 
 class DiffusionLMCLI(LightningCLI):
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The Trainer, loading checkpoints with weights-only semantics
+        (:class:`~diffusion_lm.checkpoint.SafeCheckpointIO`) unless a config set its own checkpoint I/O.
+        Set here rather than as a ``trainer.plugins`` default, which would not serialise into config.yaml."""
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        from .checkpoint import SafeCheckpointIO
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
@@ -130,6 +141,8 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*in eval mode at the start of training.*")  # the EMA copy
+    # main() passes the (checkpoint-completed) arguments explicitly, which LightningCLI warns about
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.INFO)
 
 

@@ -28,14 +28,17 @@ if [[ $SCALE == gpu ]]; then
   ARCH=()
   SAMPLER=()
 elif [[ $SCALE == cpu ]]; then
-  # demo-sized model (d 256, 4 layers) and 2048-token batches: ~1.5 steps/s on 2 cores
-  B=${B:-1200}; PRETRAIN_B=${PRETRAIN_B:-1500}
+  # the demo's model (d 128, 3 layers, softmax x̂0) and 2048-token batches: ~3–4 steps/s on 2 cores
+  B=${B:-800}; PRETRAIN_B=${PRETRAIN_B:-1000}
   COMMON=(--trainer.accelerator=cpu --trainer.devices=1 --trainer.val_check_interval=$((B / 2))
+          --trainer.enable_progress_bar=false
           --model.init_args.warmup_steps=100 --model.init_args.ema_decay=0.995 --model.init_args.val_generate_batches=1
           --model.init_args.timestep_log_every=50 --data.init_args.max_src_len=48 --data.init_args.max_tgt_len=48
-          --data.init_args.max_tokens=2048 --data.init_args.eval_max_tokens=8192 --data.init_args.num_workers=0)
-  ARCH=(--model.init_args.denoiser.d_model=256 --model.init_args.denoiser.n_layers=4 --model.init_args.denoiser.n_heads=4
-        --model.init_args.denoiser.embed_dim=64 --model.init_args.denoiser.max_len=112)
+          --data.init_args.max_tokens=2048 --data.init_args.eval_max_tokens=8192 --data.init_args.num_workers=0
+          --model.init_args.process=diffusion_lm.diffusion.GaussianDiffusion
+          --model.init_args.process.init_args.prediction=softmax)
+  ARCH=(--model.init_args.denoiser.d_model=128 --model.init_args.denoiser.n_layers=3 --model.init_args.denoiser.n_heads=4
+        --model.init_args.denoiser.embed_dim=64 --model.init_args.denoiser.max_len=112 --model.init_args.denoiser.position=rope)
   SAMPLER=(--model.init_args.timestep_sampler.init_args.pilot_steps=$((B / 10))
            --model.init_args.timestep_sampler.init_args.estimate_every=2
            --model.init_args.timestep_sampler.init_args.estimator.init_args.examples=16)
@@ -66,7 +69,7 @@ mkdir -p "$OUT"
 for r in $ROWS; do
   case $r in
     pretrain) row pretrain_tatoeba $DIR/pretrain_tatoeba.yaml "$PRETRAIN_B" "${ARCH[@]}" \
-                $([[ $SCALE == cpu ]] && echo --data.init_args.bpe_vocab_size=8000) ;;
+                $([[ $SCALE == cpu ]] && echo --data.init_args.bpe_vocab_size=4000) ;;
     uniform) row uniform $DIR/uniform.yaml "$B" "${ARCH[@]}" ;;
     importance_a*) row "$r" $DIR/importance.yaml "$B" "${ARCH[@]}" "${SAMPLER[@]}" \
                      --model.init_args.timestep_sampler.init_args.alpha="${r#importance_a}" ;;

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -35,6 +34,7 @@ from ..errors import DataError
 from ..metrics.text import default_metrics
 from .jsonl import find_split_file, iter_jsonl, open_text
 from .seq2seq import DATA_ENV, resolve_cache_dir, resolve_data_root
+from .base import TokenizedDataModule
 from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class BlockCollator:
         return batch
 
 
-class TextCorpus(L.LightningDataModule):
+class TextCorpus(TokenizedDataModule):
     """Plain-text corpus, tokenised, packed into fixed-length blocks.
 
     Args:
@@ -264,10 +264,6 @@ class TextCorpus(L.LightningDataModule):
         return self._tokenizer
 
     @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
     def max_len(self) -> int:
         return self.block_size
 
@@ -321,9 +317,6 @@ class TextCorpus(L.LightningDataModule):
         return stream[:limit] if limit else stream
 
     # ------------------------------------------------------------------ Lightning hooks
-    def prepare_data(self) -> None:
-        self.tokenizer  # noqa: B018 - trains and caches the BPE once
-
     def setup(self, stage: Optional[str] = None) -> None:
         wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}
         for split in wanted.get(stage, list(SPLITS)) if stage else list(SPLITS):
@@ -350,14 +343,6 @@ class TextCorpus(L.LightningDataModule):
             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
 
 
 class WikiText(TextCorpus):

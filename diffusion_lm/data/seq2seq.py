@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,6 +20,7 @@ from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
 from .loader import ResumableDataLoader
 from .sampler import BucketBatchSampler
+from .base import TokenizedDataModule
 from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Seq2SeqCollator:
         return batch
 
 
-class Seq2SeqDataModule(L.LightningDataModule):
+class Seq2SeqDataModule(TokenizedDataModule):
     """Source → target pairs.
 
     Args:
@@ -275,10 +275,6 @@ class Seq2SeqDataModule(L.LightningDataModule):
         return self._tokenizer
 
     @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
     def max_len(self) -> int:
         """Longest sequence of the layout: source + SEP + target + EOS."""
         return self.max_src_len + self.max_tgt_len + 2
@@ -293,9 +289,6 @@ class Seq2SeqDataModule(L.LightningDataModule):
         return default_metrics()
 
     # ------------------------------------------------------------------ Lightning hooks
-    def prepare_data(self) -> None:
-        self.tokenizer  # noqa: B018 - trains and caches the BPE once, on rank 0
-
     def setup(self, stage: Optional[str] = None) -> None:
         wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
         for split in wanted.get(stage, ["train", "validation", "test"]) if stage else ["train", "validation", "test"]:
@@ -331,14 +324,6 @@ class Seq2SeqDataModule(L.LightningDataModule):
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", train=False)

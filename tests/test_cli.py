@@ -43,10 +43,23 @@ def test_every_shipped_yaml_parses(config, capsys):
     assert e.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("diffusion_lm.")
+    assert printed["trainer"].get("plugins") is None  # nothing unserialisable in the saved config.yaml
 
 
-def test_cli_fast_dev_run(toy_root, tmp_path):
+def test_cli_fast_dev_run(toy_root, tmp_path, monkeypatch):
+    from diffusion_lm.checkpoint import SafeCheckpointIO
+    from diffusion_lm.cli import DiffusionLMCLI
+
+    seen = {}
+    instantiate = DiffusionLMCLI.instantiate_trainer
+
+    def spy(self, **kwargs):
+        seen["trainer"] = instantiate(self, **kwargs)
+        return seen["trainer"]
+
+    monkeypatch.setattr(DiffusionLMCLI, "instantiate_trainer", spy)
     main(["fit", "--config", str(toy_config(tmp_path, toy_root)), "--trainer.fast_dev_run=2"])
+    assert isinstance(seen["trainer"].strategy.checkpoint_io, SafeCheckpointIO)  # weights-only loading
 
 
 def test_omegaconf_interpolation(toy_root, tmp_path, capsys):

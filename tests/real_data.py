@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def real_data_root() -> Path | None:
+    """A root holding dataset folders with JSONL files (the repository's own ``data/``, which holds only
+    a README unless the user put data there, does not count)."""
     for candidate in (os.environ.get("DIFFUSION_LM_DATA"), REPO.parent / "shared" / "data"):
-        if candidate and Path(candidate, "README.md").exists():
+        if candidate and any(Path(candidate).glob("*/*.jsonl*")):
             return Path(candidate)
     return None

@@ -257,6 +257,8 @@ def test_real_data_smoke(cls, kw, offline_hub):
     if root is None:
         pytest.skip("real data not found (set DIFFUSION_LM_DATA)")
     dm = cls(data_dir=str(root), limit_train=64, limit_eval=64, **{**SMALL, "max_src_len": 256, "max_tgt_len": 128}, **kw)
+    if not dm.folder.is_dir():
+        pytest.skip(f"{dm.folder} not found")
     split = "test"
     if not (dm.folder / "train.jsonl.gz").exists():  # WMT14 / IWSLT14 / XSum: BPE from an evaluation split
         dm.splits = {"train": split}

@@ -29,7 +29,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from .data.tokenization import TextTokenizer
+from .data.tokenization import TextTokenizer, tokenizer_from_checkpoint
 from .errors import CheckpointError
 from .models.config import DenoiserConfig
 
@@ -128,7 +128,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict (tensors memory-mapped on the CPU), or a CheckpointError naming the file."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file")
+        raise CheckpointError(f"{p}: checkpoint not found (no such checkpoint file)")
     try:
         # weights_only=False: the hyper-parameters hold config objects (DenoiserConfig, processes);
         # only load checkpoints you produced or trust.
@@ -141,10 +141,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_tokenizer(path: str | Path) -> TextTokenizer:
-    ckpt = read_checkpoint(path)
-    if "tokenizer" not in ckpt:
+    tok = tokenizer_from_checkpoint(read_checkpoint(path))
+    if tok is None:
         raise CheckpointError(f"{path}: the checkpoint stores no tokenizer (it was trained without a data module)")
-    return TextTokenizer.from_dict(ckpt["tokenizer"])
+    return tok
 
 
 def denoiser_config(ckpt: dict[str, Any], path: str | Path) -> DenoiserConfig:

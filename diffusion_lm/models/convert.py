@@ -24,6 +24,7 @@ from typing import Literal, Optional
 
 import torch
 
+from ..checkpoint import denoiser_weights, read_checkpoint
 from ..data.tokenization import TextTokenizer, load_pretrained_tokenizer, tokenizer_from_checkpoint
 from ..errors import CheckpointError, ConfigError
 from .config import DenoiserConfig
@@ -281,17 +282,10 @@ def load_ckpt(path: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
     """A ``.ckpt`` written by any recipe of this framework: the architecture comes from its hyper-parameters,
     every optional module (timestep embedding, self-conditioning input, length head, output head) from the
     tensors actually present; ``weights="ema"`` takes the EMA copy when there is one."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+    ckpt = read_checkpoint(path)
+    if "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint of a diffusion_lm recipe")
-    state = ckpt["state_dict"]
-    prefix = "ema.model." if weights == "ema" and any(k.startswith("ema.model.") for k in state) else "denoiser."
-    sd = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sd:
-        raise CheckpointError(f"{path}: no denoiser weights in the checkpoint")
+    sd = denoiser_weights(ckpt, path, weights)
     hp = ckpt["hyper_parameters"]
     base = hp.get("denoiser") or DenoiserConfig()
     values = base.to_dict() if isinstance(base, DenoiserConfig) else dict(base)

@@ -81,6 +81,13 @@ class Denoiser(nn.Module):
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(E, cfg.vocab_size, bias=False)
         self.length_head = nn.Linear(D, cfg.length_classes) if cfg.length_classes > 0 else None
         self.apply(self._init_weights)
+        if E != D:
+            # Behind a projection, GPT-2's std-0.02 table gives inputs of std ~0.02 · 0.02 · √E to the residual
+            # stream, and the gradients of table and projection are each proportional to the other's tiny
+            # weights (a deep-linear saddle): token identity barely reaches the blocks, and a masked/discrete
+            # denoiser learns only unigram statistics (measured: a copy task stays at chance for 300 steps).
+            # Unit-variance rows give token ids the input scale that normalised continuous embeddings have.
+            nn.init.normal_(self.wte.weight, mean=0.0, std=1.0)
         # GPT-2: residual projections scaled by 1/√(2·n_layers)
         for name, p in self.named_parameters():
             if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):

@@ -4,16 +4,19 @@ from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion, Unifo
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .importance import ImportanceSampler
+from .length_beam import LengthBeam
+from .mask_predict import MaskPredictSampler
 from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
-from .schedule import CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule
+from .schedule import (CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule,
+                       TruncatedSchedule)
 from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 
 __all__ = [
     "AdaptiveDDIMSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
-    "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule",
+    "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
-    "DiscreteDiffusion", "DiscreteSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
+    "DiscreteDiffusion", "DiscreteSampler", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
 ]

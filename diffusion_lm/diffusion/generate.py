@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -15,6 +15,14 @@ from .gaussian import GaussianDiffusion
 class GenerationResult:
     tokens: torch.Tensor  # (B, L) the batch's input_ids with the target region filled in
     steps: torch.Tensor  # (B,) denoiser evaluations each sequence took
+    scores: Optional[torch.Tensor] = None  # (B,) the model's mean log-probability of its output (to rank candidates)
+    target_mask: Optional[torch.Tensor] = None  # (B, L') the target region of ``tokens`` when it differs from the batch's
+
+
+def rounding_score(logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, V) final rounding logits → (B,) mean log-probability of their argmax tokens over the target."""
+    logp = torch.log_softmax(logits.float(), -1).max(-1).values  # (B, L)
+    return (logp * target_mask).sum(1) / target_mask.sum(1).clamp_min(1)
 
 
 class Generator:
@@ -77,7 +85,8 @@ class DDIMSampler(Generator):
             if use_sc:
                 sc = torch.where(tm, x0_hat, torch.zeros_like(x0_hat))
         tokens = torch.where(tmask, logits.argmax(-1), ids)
-        return GenerationResult(tokens=tokens, steps=torch.full((B,), self.steps, device=ids.device))
+        return GenerationResult(tokens=tokens, steps=torch.full((B,), self.steps, device=ids.device),
+                                scores=rounding_score(logits, tmask))
 
     @staticmethod
     def ddim_step(process: GaussianDiffusion, x: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

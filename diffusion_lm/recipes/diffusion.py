@@ -105,7 +105,8 @@ class DiffusionRecipe(BaseRecipe):
                           tgt_lengths=lengths.tolist())
         gen = {k: v.to(self.device) for k, v in gen.items()}
         result = self.generator.generate(model, self.process, gen)
-        return target_rows(result.tokens, gen["target_mask"]), result.steps
+        region = gen["target_mask"] if result.target_mask is None else result.target_mask  # a length beam picks its own
+        return target_rows(result.tokens, region), result.steps
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

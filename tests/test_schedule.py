@@ -40,3 +40,17 @@ def test_closed_forms():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown noise schedule"):
         get_schedule("quadratic")
+
+
+def test_truncated_schedule_uses_only_levels_above_t_min():
+    from diffusion_lm.diffusion import SqrtSchedule, TruncatedSchedule
+
+    base, cut = SqrtSchedule(), TruncatedSchedule(SqrtSchedule(), t_min=0.4)
+    torch.testing.assert_close(cut.alpha_bar(torch.tensor(0.0)), base.alpha_bar(torch.tensor(0.4)))
+    torch.testing.assert_close(cut.alpha_bar(torch.tensor(1.0)), base.alpha_bar(torch.tensor(1.0)))
+    torch.testing.assert_close(cut.alpha_bar(T), base.alpha_bar(0.4 + 0.6 * T))
+    a = cut.alpha_bar(T)
+    assert torch.all(a[1:] <= a[:-1]) and a.max() <= base.alpha_bar(torch.tensor(0.4)) + 1e-7
+    torch.testing.assert_close(TruncatedSchedule(SqrtSchedule(), 0.0).alpha_bar(T), base.alpha_bar(T))
+    with pytest.raises(ValueError, match="t_min"):
+        TruncatedSchedule(t_min=1.0)

@@ -105,6 +105,33 @@ class LogLinearSchedule(NoiseSchedule):
         return 1.0 - t
 
 
+class TruncatedSchedule(NoiseSchedule):
+    """A base schedule restricted to t ∈ [t_min, 1]: ᾱ(t) = ᾱ_base(t_min + (1 − t_min) · t).
+
+    DINOISER (Ye et al. 2023, §4.1) clips the noise scale from below: with embeddings of unit
+    variance, rounding x_t to the nearest embedding is already right for almost every token at low
+    noise, so those levels carry no learning signal and training steps spent there are wasted.
+    Truncating the schedule moves every training t and every sampler step into [t_min, 1] at once
+    (t = 0 still means "the clean prompt" to the process, which never noises the prompt), so the
+    sampler's step placement follows the training distribution without any change to the sampler.
+
+    Args:
+        base: The schedule being truncated (default: sqrt).
+        t_min: The lowest noise level of the base schedule that is ever used.
+    """
+
+    name = "truncated"
+
+    def __init__(self, base: NoiseSchedule | None = None, t_min: float = 0.5) -> None:
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must be in [0, 1), got {t_min}")
+        self.base = base or SqrtSchedule()
+        self.t_min = t_min
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        return self.base._alpha_bar(self.t_min + (1.0 - self.t_min) * t)
+
+
 SCHEDULES = {cls.name: cls for cls in (SqrtSchedule, CosineSchedule, LinearSchedule, LogLinearSchedule)}
 
 

@@ -1,12 +1,13 @@
 from .adaptive import AdaptiveDDIMSampler
 from .fastdiss import FastDiSSDiffusion
-from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion, UniformDiffusion
+from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .importance import ImportanceSampler
 from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
 from .schedule import CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule
+from .sundae import UniformDiffusion
 from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 

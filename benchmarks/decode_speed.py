@@ -64,7 +64,7 @@ def measure(args) -> list[dict]:
     max_len = args.prompt_len + max(args.lengths) + 1
     ar = build(args, "causal", max_len, timestep=False)
     diff = build(args, "prefix", max_len, timestep=True)
-    process = UniformDiffusion()
+    process = UniformDiffusion(temperature=0.0, update_proportion=1.0)  # argmax: the cost is the denoiser passes
     sampler = DiscreteSampler(steps=args.steps, early_stop=False)
     g = torch.Generator().manual_seed(0)
     for B in args.batch_sizes:

@@ -1,4 +1,5 @@
-"""Discrete diffusion: SUNDAE uniform corruption + unrolled denoising, MDLM masking, the iterative sampler."""
+"""Discrete diffusion: SUNDAE uniform corruption + unrolled denoising, MDLM masking, the iterative sampler
+(SUNDAE's sampling step and time-agnostic denoiser: test_sundae.py)."""
 
 from types import SimpleNamespace
 
@@ -136,11 +137,12 @@ def test_sampler_stops_sequences_whose_tokens_stop_changing():
     model = ConstantModel(logits)
     b = gen_batch()
     torch.manual_seed(0)
-    res = DiscreteSampler(steps=10).generate(model, UniformDiffusion(), b)
+    argmax = UniformDiffusion(temperature=0.0, update_proportion=1.0)
+    res = DiscreteSampler(steps=10).generate(model, argmax, b)
     assert res.steps.tolist() == [2, 2, 2]  # step 1 writes 7s, step 2 changes nothing → stop
     assert (res.tokens[b["target_mask"]] == 7).all() and res.tokens[~b["target_mask"]].equal(b["input_ids"][~b["target_mask"]])
     assert model.rows_seen == [3, 3]  # finished rows really left the batch
-    full = DiscreteSampler(steps=10, early_stop=False).generate(ConstantModel(logits), UniformDiffusion(), b)
+    full = DiscreteSampler(steps=10, early_stop=False).generate(ConstantModel(logits), argmax, b)
     assert full.steps.tolist() == [10, 10, 10] and full.tokens.equal(res.tokens)
     assert DiscreteSampler().steps == 10
 
@@ -167,7 +169,7 @@ class EchoModel(ConstantModel):
 
 def test_several_samples_keep_the_most_likely():
     b = gen_batch(2)
-    proc, S = UniformDiffusion(), 8
+    proc, S = UniformDiffusion(temperature=0.0), 8
     torch.manual_seed(3)
     expected_prior = proc.prior(EchoModel(torch.zeros(V)), b["input_ids"].repeat_interleave(S, 0),
                                 b["target_mask"].repeat_interleave(S, 0))

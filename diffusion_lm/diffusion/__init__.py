@@ -1,6 +1,6 @@
 from .adaptive import AdaptiveDDIMSampler
 from .fastdiss import FastDiSSDiffusion
-from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion, UniformDiffusion
+from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .importance import ImportanceSampler
@@ -10,6 +10,7 @@ from .mbr import MBRGenerator
 from .process import DiffusionProcess, LossOutput
 from .schedule import (CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule,
                        TruncatedSchedule)
+from .sundae import UniformDiffusion
 from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 

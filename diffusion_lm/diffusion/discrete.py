@@ -1,15 +1,11 @@
-"""Discrete diffusion on token ids: uniform corruption with unrolled denoising (SUNDAE) and masked
-(absorbing) diffusion (MDLM), plus their iterative sampler.
+"""Discrete diffusion on token ids: the shared base of uniform corruption with unrolled denoising (SUNDAE,
+:mod:`.sundae`) and masked (absorbing) diffusion (MDLM), plus their iterative sampler.
 
 Both corrupt only the target: each target token is corrupted independently with probability
-r(t) = 1 − ᾱ(t) (``schedule.corruption_rate``); the denoiser sees the corrupted ids and the per-token
-t (0 on the clean prompt) and predicts the clean token at every target position.
+r(t) = 1 − ᾱ(t) (``schedule.corruption_rate``); the denoiser sees the corrupted ids (and, where the process
+conditions on time, the per-token t, 0 on the clean prompt) and predicts the clean token at every target
+position.
 
-* :class:`UniformDiffusion` (Savinov et al. 2022, SUNDAE §2): a corrupted token becomes a uniformly
-  random *other* token, so the observed change rate equals r(t) exactly. Loss: cross-entropy on every
-  target token (corrupted or not). Unrolled denoising (SUNDAE eq. 4–5): a second pass on the model's own
-  sample from the first pass's prediction (detached: integer ids) is trained to reconstruct the data too;
-  the loss is the mean of both passes' cross-entropies.
 * :class:`MaskedDiffusion` (Sahoo et al. 2024, MDLM): a corrupted token becomes MASK. The prediction never
   proposes MASK (SUBS parameterisation, eq. 8); the loss is the cross-entropy at masked positions weighted
   by −ᾱ'(t) / (1 − ᾱ(t)) (the continuous-time NELBO, eq. 10; 1/t for ᾱ = 1 − t), or unweighted.
@@ -50,6 +46,8 @@ class DiscreteDiffusion(DiffusionProcess):
         schedule: Corruption rate r(t) = 1 − ᾱ(t). Default: log-linear (r = t).
         length_weight: Weight of the target-length cross-entropy added to the loss.
     """
+
+    temperature: float = 0.0  # sampling temperature when the sampler sets none (0 = argmax)
 
     def __init__(self, schedule: Optional[NoiseSchedule] = None, length_weight: float = 0.1) -> None:
         super().__init__(schedule or LogLinearSchedule(), length_weight)
@@ -109,51 +107,10 @@ class DiscreteDiffusion(DiffusionProcess):
         """(N,) bool: target tokens that hold a real token (the sampler may stop a sequence only then)."""
         return torch.ones_like(x, dtype=torch.bool)
 
-
-class UniformDiffusion(DiscreteDiffusion):
-    """SUNDAE-style uniform corruption with unrolled denoising.
-
-    Args:
-        schedule: Corruption rate r(t) = 1 − ᾱ(t). Default: r = t (SUNDAE draws the rate uniformly).
-        unroll: Train a second pass on the model's own (detached) sample of the first pass.
-        unroll_temperature: Temperature of that sample (SUNDAE: 1).
-        length_weight: Weight of the target-length cross-entropy.
-    """
-
-    def __init__(self, schedule: Optional[NoiseSchedule] = None, unroll: bool = True, unroll_temperature: float = 1.0,
-                 length_weight: float = 0.1) -> None:
-        super().__init__(schedule, length_weight)
-        self.unroll = unroll
-        self.unroll_temperature = unroll_temperature
-
-    def corrupt(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        V = model.config.vocab_size
-        other = (ids + torch.randint(1, V, ids.shape, device=ids.device)) % V  # uniform over the V − 1 other tokens
-        return torch.where(self.corrupt_mask(target_mask, t), other, ids)
-
-    def passes(self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor) -> list[DenoisePass]:
-        first = super().passes(model, batch, t)[0]
-        if not self.unroll:
-            return [first]
-        with torch.no_grad():  # the sample is the model's own guess: ids, no gradient path
-            guess = sample_tokens(first.logits.detach(), self.unroll_temperature)
-        x2 = first.inputs.clone()
-        x2[batch["target_mask"]] = guess
-        second = self.denoise(model, batch, x2, self.token_timesteps(t, batch["target_mask"]))
-        return [first, second]
-
-    def per_token_loss(self, p: DenoisePass, batch: dict[str, Any], t: torch.Tensor) -> torch.Tensor:
-        ids, tmask = batch["input_ids"], batch["target_mask"]
-        ce = torch.zeros(tmask.shape, device=ids.device)
-        ce[tmask] = F.cross_entropy(p.logits, ids[tmask], reduction="none")
-        return ce
-
-    def prior(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-        noise = torch.randint(0, model.config.vocab_size, ids.shape, device=ids.device)
-        return torch.where(target_mask, noise, ids)
-
-    def step(self, x, logits, t, s, temperature, final):
-        return sample_tokens(logits, temperature)  # SUNDAE: every target token is re-predicted at each step
+    def moving(self, old: torch.Tensor, new: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+        """(N,) bool: target tokens that keep their sequence decoding (early stop): here, tokens the step
+        changed or that are not yet complete."""
+        return (new != old) | ~self.is_complete(new)
 
 
 class MaskedDiffusion(DiscreteDiffusion):
@@ -235,22 +192,25 @@ class DiscreteSampler(Generator):
     """Iterative refinement for :class:`DiscreteDiffusion` processes.
 
     Starts from the fully corrupted target (random tokens / all MASK) and takes ``steps`` reverse steps
-    at t_k = 1 − k/K. A sequence stops early once a step leaves its tokens unchanged and none is MASK
-    (it leaves the batch, so the compute is saved); ``GenerationResult.steps`` counts its evaluations.
+    at t_k = 1 − k/K. A sequence stops early once none of its tokens is ``process.moving`` (masked: the step
+    left them unchanged and none is MASK; SUNDAE: they are the denoiser's argmax fixed point) and keeps its
+    tokens from before that step; it leaves the batch, so the compute is saved. ``GenerationResult.steps``
+    counts its evaluations.
     With ``num_samples`` > 1 every prompt is decoded several times (different noise) and the sample with
     the highest mean log-probability under the model's final prediction is kept (the AR2Diff paper decodes
     8 samples).
 
     Args:
         steps: K, the number of denoising steps (AR2Diff: 10).
-        temperature: 0 = argmax at each step; > 0 samples from softmax(logits / temperature).
+        temperature: 0 = argmax at each step; > 0 samples from softmax(logits / temperature); None = the
+            process's own (SUNDAE: 0.8, masked: 0).
         num_samples: Samples per prompt.
-        early_stop: Stop a sequence when its tokens stop changing.
+        early_stop: Stop a sequence once it settles (above).
         min_steps: Steps before early stopping may trigger.
     """
 
-    def __init__(self, steps: int = 10, temperature: float = 0.0, num_samples: int = 1, early_stop: bool = True,
-                 min_steps: int = 1) -> None:
+    def __init__(self, steps: int = 10, temperature: Optional[float] = None, num_samples: int = 1,
+                 early_stop: bool = True, min_steps: int = 1) -> None:
         if not 1 <= steps <= 2000 or num_samples < 1:
             raise ValueError(f"steps must be in [1, 2000] and num_samples ≥ 1, got {steps}, {num_samples}")
         self.steps = steps
@@ -272,6 +232,7 @@ class DiscreteSampler(Generator):
         score = torch.zeros(R, device=x.device)  # mean log-probability of its tokens under its last prediction
         active = torch.arange(R, device=x.device)
         times = torch.linspace(1.0, 0.0, self.steps + 1).tolist()
+        temperature = process.temperature if self.temperature is None else self.temperature
         for k in range(self.steps):
             sub = {key: v[active] for key, v in rows.items()}
             tm = sub["target_mask"]
@@ -279,18 +240,21 @@ class DiscreteSampler(Generator):
             t_tok = process.token_timesteps(torch.full((len(active),), times[k], device=x.device), tm)
             logits = process.denoise(model, sub, xa, t_tok).logits  # (N, V), N = target tokens of the active rows
             old = xa[tm]
-            new = process.step(old, logits, times[k], times[k + 1], self.temperature, final=k == self.steps - 1)
+            new = process.step(old, logits, times[k], times[k + 1], temperature, final=k == self.steps - 1)
+            row = tm.nonzero()[:, 0]  # (N,) active-row index of each target token
+            stopping = self.early_stop and k + 1 >= self.min_steps
+            if stopping:
+                moving = torch.zeros(len(active), device=x.device).index_add_(
+                    0, row, process.moving(old, new, logits).float()) > 0  # (A,)
+                new = torch.where(moving[row], new, old)  # a settled sequence keeps the tokens it settled on
             xa[tm] = new
             x[active] = xa
-            row = tm.nonzero()[:, 0]  # (N,) active-row index of each target token
             n_tok = tm.sum(1).clamp_min(1)
             logp = torch.log_softmax(logits, -1).gather(1, new[:, None]).squeeze(1)
             score[active] = torch.zeros(len(active), device=x.device).index_add_(0, row, logp) / n_tok
             steps[active] += 1
-            if self.early_stop and k + 1 >= self.min_steps:
-                unsettled = torch.zeros(len(active), device=x.device).index_add_(
-                    0, row, ((new != old) | ~process.is_complete(new)).float())
-                active = active[unsettled > 0]  # settled sequences leave the batch
+            if stopping:
+                active = active[moving]  # settled sequences leave the batch
                 if len(active) == 0:
                     break
         best = score.view(-1, S).argmax(1) + torch.arange(0, R, S, device=x.device)  # (B,) kept sample per prompt

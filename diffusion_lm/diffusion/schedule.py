@@ -45,6 +45,17 @@ class NoiseSchedule:
         """Probability that a token is corrupted at time t (discrete processes): 1 − ᾱ(t)."""
         return 1.0 - self.alpha_bar(t)
 
+    def time_at_corruption_rate(self, rate: torch.Tensor, iters: int = 24) -> torch.Tensor:
+        """The t with ``corruption_rate(t) = rate`` (any shape), by bisection on [0, 1]: every schedule's
+        rate grows monotonically in t, few have a closed-form inverse. Rates beyond the clamped range map to
+        the ends of [0, 1]; 24 halvings resolve t to 6e-8."""
+        lo, hi = torch.zeros_like(rate, dtype=torch.float32), torch.ones_like(rate, dtype=torch.float32)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            below = self.corruption_rate(mid) < rate
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return (lo + hi) / 2
+
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}()"
 

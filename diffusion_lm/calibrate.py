@@ -3,7 +3,10 @@
 ``diffusion-lm calibrate --config … --ckpt_path …`` decodes the validation set once with the
 fixed-step sampler (ε = 0) and once per ε of a sweep, records (metric, mean steps, decoding wall
 time) per ε, and selects the ε with the **smallest mean number of steps whose metric stays within
-``tolerance`` of the fixed-step metric**. The curve goes to ``calibration.json``, ``calibration.png``
+``tolerance`` of the fixed-step metric**. The default tolerance, 0.1 (absolute, in the metric's units:
+BLEU points), is the drop the paper accepts; pass a larger one for noisier metrics or small validation
+subsets. A chosen ε that is the largest of the sweep is flagged (a warning and ``at_grid_edge`` in the
+record): a larger ε might stop earlier within the tolerance, so the sweep may be too short. The curve goes to ``calibration.json``, ``calibration.png``
 and TensorBoard (``calibrate/…``); the chosen ε is written into the checkpoint (generator state), where
 every :class:`~diffusion_lm.diffusion.AdaptiveDDIMSampler` with ``epsilon: null`` picks it up in
 ``test``/``predict``/``validate``.
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 # Δ is an RMS per-token change of x̂0 (unit-variance embeddings): measured on Multi30k, a softmax-x̂0 model
 # settles below 0.1 in its last steps, an x0-regression model keeps moving by 0.2–0.7, hence the range.
 DEFAULT_EPSILONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+DEFAULT_TOLERANCE = 0.1  # metric loss against the fixed-step sampler that is accepted (the paper: −0.1 BLEU)
 
 
 @dataclass
@@ -50,6 +54,19 @@ def select_epsilon(points: Sequence[CalibrationPoint], tolerance: float, higher_
     ref = base[0].metric
     ok = [p for p in points if (p.metric >= ref - tolerance if higher_is_better else p.metric <= ref + tolerance)]
     return min(ok, key=lambda p: (p.mean_steps, p.epsilon))
+
+
+def at_grid_edge(points: Sequence[CalibrationPoint], chosen: CalibrationPoint) -> bool:
+    """Whether the chosen ε is the largest ε > 0 of the sweep (a larger one was never tried)."""
+    return chosen.epsilon > 0 and chosen.epsilon == max(p.epsilon for p in points)
+
+
+def warn_if_at_grid_edge(points: Sequence[CalibrationPoint], chosen: CalibrationPoint) -> bool:
+    edge = at_grid_edge(points, chosen)
+    if edge:
+        log.warning("calibrate: the chosen ε=%g is the largest of the sweep; a larger ε may stop earlier within "
+                    "the tolerance: extend --epsilons", chosen.epsilon)
+    return edge
 
 
 class TimedGenerator(Generator):
@@ -150,7 +167,7 @@ def calibrate(
     datamodule=None,
     ckpt_path: Optional[str] = None,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
-    tolerance: float = 0.5,
+    tolerance: float = DEFAULT_TOLERANCE,
     metric: str = "bleu",
     higher_is_better: bool = True,
     min_steps: Optional[int] = None,
@@ -185,10 +202,11 @@ def calibrate(
     finally:
         model.hparams.val_generate_batches = generate_batches
     chosen = select_epsilon(points, tolerance, higher_is_better)
+    edge = warn_if_at_grid_edge(points, chosen)
     adaptive.epsilon, adaptive.calibrated_epsilon = None, chosen.epsilon
     model.generator = adaptive
-    record = {"chosen": asdict(chosen), "tolerance": tolerance, "metric": metric, "steps": adaptive.steps,
-              "min_steps": adaptive.min_steps, "criterion": adaptive.criterion, "curve": [asdict(p) for p in points]}
+    record = {"chosen": asdict(chosen), "at_grid_edge": edge, "tolerance": tolerance, "metric": metric,
+              "steps": adaptive.steps, "min_steps": adaptive.min_steps, "criterion": adaptive.criterion, "curve": [asdict(p) for p in points]}
 
     out = Path(output_dir or trainer.log_dir or trainer.default_root_dir) / "calibration"
     if trainer.is_global_zero:

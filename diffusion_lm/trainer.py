@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import lightning as L
 
-from .calibrate import DEFAULT_EPSILONS, calibrate
+from .calibrate import DEFAULT_EPSILONS, DEFAULT_TOLERANCE, calibrate
 from .predict import JSONLPredictionWriter
 
 
@@ -18,7 +18,7 @@ class DiffusionLMTrainer(L.Trainer):
         datamodule=None,
         ckpt_path: Optional[str] = None,
         epsilons: list[float] = list(DEFAULT_EPSILONS),  # noqa: B006
-        tolerance: float = 0.5,
+        tolerance: float = DEFAULT_TOLERANCE,
         metric: str = "bleu",
         higher_is_better: bool = True,
         min_steps: Optional[int] = None,
@@ -32,7 +32,8 @@ class DiffusionLMTrainer(L.Trainer):
             datamodule: Supplies the validation set (``--trainer.limit_val_batches`` uses a subset).
             ckpt_path: Checkpoint to evaluate; the chosen ε is written into it (unless ``store`` is false).
             epsilons: ε values to try besides 0 (the fixed-step reference).
-            tolerance: Largest metric loss against the fixed-step sampler that is accepted.
+            tolerance: Largest metric loss against the fixed-step sampler that is accepted (absolute, in the
+                metric's units; default 0.1, the BLEU drop the paper accepts).
             metric: Validation metric (``val/<metric>``) to compare.
             higher_is_better: Direction of the metric.
             min_steps: Override the sampler's minimum number of steps.

@@ -8,7 +8,9 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lm.calibrate import CalibrationPoint, select_epsilon
+import logging
+
+from diffusion_lm.calibrate import CalibrationPoint, at_grid_edge, calibrate, select_epsilon, warn_if_at_grid_edge
 from diffusion_lm.cli import main
 
 from .test_cli import toy_config
@@ -31,6 +33,28 @@ def test_selection_for_lower_is_better_metrics_and_ties():
     assert select_epsilon(pts, 0.1, higher_is_better=False).epsilon == 0.1  # tie on steps: the smaller ε
     with pytest.raises(ValueError, match="epsilon = 0"):
         select_epsilon(pts[1:], 0.1)
+
+
+def test_default_tolerance_is_at_most_the_papers_bleu_drop():
+    import inspect
+
+    from diffusion_lm.trainer import DiffusionLMTrainer
+
+    for fn in (calibrate, DiffusionLMTrainer.calibrate):
+        assert inspect.signature(fn).parameters["tolerance"].default <= 0.2
+    assert select_epsilon(curve(), inspect.signature(calibrate).parameters["tolerance"].default).epsilon == 0.01
+
+
+def test_a_choice_at_the_largest_epsilon_of_the_sweep_is_flagged(caplog):
+    pts = curve()
+    with caplog.at_level(logging.WARNING, logger="diffusion_lm.calibrate"):
+        assert not warn_if_at_grid_edge(pts, select_epsilon(pts, 0.5))  # ε = 0.05 < 0.2, the largest tried
+        assert not caplog.records
+        edge = [*pts, P(0.5, 29.95, 4.0, 2.0)]
+        assert warn_if_at_grid_edge(edge, select_epsilon(edge, 0.1))
+    assert len(caplog.records) == 1 and "ε=0.5 is the largest" in caplog.records[0].getMessage()
+    assert "--epsilons" in caplog.records[0].getMessage()
+    assert not at_grid_edge([P(0.0, 30.0, 20.0, 1.0)], P(0.0, 30.0, 20.0, 1.0))  # nothing but ε = 0 was tried
 
 
 def output_value(text: str, key: str) -> float:
@@ -61,7 +85,7 @@ def test_command_line_overrides_the_checkpoint_hyperparameters(trained, capsys):
     assert output_value(capsys.readouterr().out, "test/decode_steps") == 3.0
 
 
-def test_calibrate_stores_epsilon_where_test_and_predict_pick_it_up(trained, capsys, tmp_path):
+def test_calibrate_stores_epsilon_where_test_and_predict_pick_it_up(trained, capsys, tmp_path, caplog):
     cfg, ckpt, _ = trained
     ckpt_copy = tmp_path / "model.ckpt"
     ckpt_copy.write_bytes(ckpt.read_bytes())
@@ -72,6 +96,7 @@ def test_calibrate_stores_epsilon_where_test_and_predict_pick_it_up(trained, cap
     assert "chosen ε = 1e+09" in text
     record = json.loads((out / "calibration" / "calibration.json").read_text())
     assert [p["epsilon"] for p in record["curve"]] == [0.0, 1e9]
+    assert record["at_grid_edge"] and any("largest of the sweep" in r.getMessage() for r in caplog.records)
     assert [p["mean_steps"] for p in record["curve"]] == [6.0, 2.0]  # fixed K = 6; everything stops at min_steps
     assert all(p["wall_time"] > 0 for p in record["curve"])
     assert (out / "calibration" / "calibration.png").stat().st_size > 1000

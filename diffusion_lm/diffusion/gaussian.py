@@ -8,6 +8,7 @@ plus the rounding cross-entropy −log p(w | x̂_0) with p ∝ exp(x̂_0 · Emb(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import torch
@@ -16,6 +17,13 @@ import torch.nn.functional as F
 from ..models.denoiser import Denoiser
 from .process import DiffusionProcess, LossOutput, masked_mean, scatter, take, target_index
 from .schedule import NoiseSchedule
+
+
+# (model, batch, x_0, per-token t) → (x_t, per-token t, self-conditioning input, extra logs)
+TrainingInputs = Callable[
+    [Denoiser, dict[str, Any], torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], dict[str, torch.Tensor]],
+]
 
 
 class GaussianDiffusion(DiffusionProcess):
@@ -97,7 +105,7 @@ class GaussianDiffusion(DiffusionProcess):
         """The x̂_0 estimate fed as self-conditioning input (zeros on the prompt and when skipped).
 
         With probability ``self_condition_prob`` a first, gradient-free pass estimates x̂_0 from x_t
-        (Analog Bits, Alg. 1); FastDiSS subclasses override this to perturb the estimate."""
+        (Analog Bits, Alg. 1)."""
         if not model.config.self_condition:
             return None
         zeros = torch.zeros_like(x0)
@@ -119,14 +127,24 @@ class GaussianDiffusion(DiffusionProcess):
         xt = self.noisy_inputs(x0, t_tok, batch["target_mask"])  # (B, L, E)
         return xt, t_tok, self.self_condition_input(model, batch, x0, xt, t_tok), {}
 
+    def grad_free_passes(self, self_condition: bool) -> float:
+        return self.self_condition_prob if self_condition else 0.0
+
     # ------------------------------------------------------------------ loss
     def training_loss(
         self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor
     ) -> LossOutput:
+        return self.denoising_loss(model, batch, t, weights, self.training_inputs)
+
+    def denoising_loss(
+        self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor, inputs: TrainingInputs
+    ) -> LossOutput:
+        """x_0 MSE + rounding CE (+ length CE) of the pass that sees what ``inputs`` builds (a
+        :meth:`training_inputs`-like hook: the training objective and the plain one share this)."""
         ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
         x0 = self.embed(model, ids)  # (B, L, E)
         t_tok = self.token_timesteps(t, tmask)  # (B, L)
-        xt, t_tok, sc, extra_logs = self.training_inputs(model, batch, x0, t_tok)  # (B, L, E), (B, L), …
+        xt, t_tok, sc, extra_logs = inputs(model, batch, x0, t_tok)  # (B, L, E), (B, L), …
         out = model(inputs_embeds=xt, timesteps=t_tok, self_cond=sc, valid=batch["valid"], prefix_len=batch["prefix_len"])
         idx = target_index(batch)  # (N,) flat target positions; N = target tokens
         x0_hat, logits = self.predict_x0(model, take(out.latent, idx))  # (N, E), (N, V)

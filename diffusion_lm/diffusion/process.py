@@ -66,6 +66,23 @@ class DiffusionProcess:
         """t, weights: (B,) per-example noise level and loss weight from the timestep sampler."""
         raise NotImplementedError
 
+    def eval_loss(self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor) -> LossOutput:
+        """Validation/test loss (t: uniform, from the recipe). The plain objective of the process, so that
+        ``val/loss`` compares runs; it must not change any training statistics. Default: :meth:`training_loss`;
+        processes that modify their training inputs (FastDiSS) override it."""
+        return self.training_loss(model, batch, t, weights)
+
+    def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002
+        """Expected denoiser forwards without gradient per training step (for FLOP counts)."""
+        return 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Statistics the process learns during training (stored in the checkpoint); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+        """Restore :meth:`state_dict` (processes without statistics ignore it)."""
+
     def per_example_loss(
         self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, noise: Optional[torch.Tensor] = None
     ) -> torch.Tensor:

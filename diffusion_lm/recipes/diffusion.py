@@ -63,8 +63,8 @@ class DiffusionRecipe(BaseRecipe):
 
     # ------------------------------------------------------------------ training
     def grad_free_passes(self) -> float:
-        """Expected forward passes per step without gradient (the self-conditioning estimate); for FLOP counts."""
-        return float(getattr(self.process, "self_condition_prob", 0.0)) if self.denoiser.config.self_condition else 0.0
+        """Expected forward passes per step without gradient (e.g. the self-conditioning estimate); for FLOP counts."""
+        return float(self.process.grad_free_passes(self.denoiser.config.self_condition))
 
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
         B = batch["input_ids"].shape[0]
@@ -72,7 +72,8 @@ class DiffusionRecipe(BaseRecipe):
         if train:
             self.timestep_sampler.observe(model, self.process, batch, self.global_step)
         t, weights = (self.timestep_sampler if train else self.eval_timesteps).sample(B, self.device)
-        out = self.process.training_loss(model, batch, t, weights)
+        # val/test: the process's plain objective at uniform t, with no training statistics updated
+        out = (self.process.training_loss if train else self.process.eval_loss)(model, batch, t, weights)
         if train:
             self.timestep_sampler.update(t, out.per_example, self.global_step)
             self.timestep_stats.update(t, out.per_example)
@@ -113,6 +114,7 @@ class DiffusionRecipe(BaseRecipe):
         super().on_save_checkpoint(checkpoint)
         checkpoint["timestep_sampler"] = self.timestep_sampler.state_dict()
         checkpoint["generator"] = self.generator.state_dict()
+        checkpoint["process"] = self.process.state_dict()  # e.g. FastDiSS's measured estimate error
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -121,3 +123,5 @@ class DiffusionRecipe(BaseRecipe):
         if "timestep_sampler" in checkpoint:
             self.timestep_sampler.load_state_dict(checkpoint["timestep_sampler"])
         self.generator.load_state_dict(checkpoint.get("generator", {}))  # e.g. the calibrated ε
+        if "process" in checkpoint:  # absent from checkpoints written before processes had state
+            self.process.load_state_dict(checkpoint["process"])

@@ -24,7 +24,8 @@ BENCH_ARGS ?= $(if $(HAS_GPU),--measure-peak --out runs/bench_train.json,--devic
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:10:00 --trainer.max_steps=20000 --data.init_args.max_tokens=16384)
 
 .PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
-	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train ar2diff-demo clean
+	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train ar2diff-demo \
+	distill-multi30k clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -95,6 +96,13 @@ ar2diff-demo: install ## AR2Diff's three stages end to end at small scale (~15 m
 	$(CLI) fit --config $(AR2DIFF)/stage2_diffusion_pretrain.yaml --trainer.max_time=00:00:02:00 --data.init_args.limit_train_tokens=1000000 $(AR2DIFF_ARGS) $(ARGS)
 	$(CLI) fit --config $(AR2DIFF)/stage3_finetune_multi30k.yaml --trainer.max_time=00:00:04:00 $(AR2DIFF_ARGS) $(ARGS)
 	$(CLI) test --config $(AR2DIFF)/stage3_finetune_multi30k.yaml --ckpt_path runs/ar2diff/stage3/last.ckpt --data.init_args.limit_eval=200 $(AR2DIFF_ARGS) $(ARGS)
+
+# Sequence-level knowledge distillation (Kim & Rush 2016; docs/distillation.md): the AR teacher decodes the
+# training split of its data module into OUT/<dataset>/train.jsonl.gz; evaluation splits are copied unchanged.
+OUT ?= runs/distill
+distill-multi30k: install ## CKPT=<AR teacher .ckpt> [OUT=runs/distill]: distilled Multi30k train split (then experiments/multi30k/distilled.yaml)
+	@test -n "$(CKPT)" || { echo "error: CKPT=<Autoregressive teacher checkpoint> is required (experiments/multi30k/ar_teacher.yaml trains one)" >&2; exit 2; }
+	$(CLI) distill --ckpt_path $(CKPT) --output_dir $(OUT) $(ARGS)
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

@@ -5,6 +5,7 @@
     diffusion-lm fit --config … --print_config
     diffusion-lm calibrate --config … --ckpt_path runs/…/last.ckpt      (ε of adaptive early stopping)
     diffusion-lm predict --config … --ckpt_path runs/…/last.ckpt --output generations.jsonl
+    diffusion-lm distill --ckpt_path runs/…/teacher.ckpt --output_dir runs/distill   (sequence-level KD data)
 
 Configs are OmegaConf-resolved YAML (``${…}`` interpolation inside one file); components are
 injected with ``class_path``. Errors caused by the user's input (data, config values,
@@ -81,6 +82,16 @@ class DiffusionLMCLI(LightningCLI):
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "calibrate")
 
 
+def _distill(argv: list[str]) -> None:
+    from .distill import main as distill_main
+
+    distill_main(argv)
+
+
+# commands with their own argument parser: they build no Trainer, so LightningCLI does not parse them
+STANDALONE_COMMANDS = {"distill": _distill}
+
+
 def _ckpt_path_arg(args: list[str]) -> str | None:
     for i, a in enumerate(args):
         if a == "--ckpt_path" and i + 1 < len(args):
@@ -149,7 +160,11 @@ def _quiet() -> None:
 def main(args: list[str] | None = None) -> None:
     _quiet()
     try:
-        args = with_checkpoint_defaults(list(sys.argv[1:] if args is None else args))
+        args = list(sys.argv[1:] if args is None else args)
+        if args and args[0] in STANDALONE_COMMANDS:
+            STANDALONE_COMMANDS[args[0]](args[1:])
+            return
+        args = with_checkpoint_defaults(args)
         DiffusionLMCLI(
             BaseRecipe,
             LightningDataModule,

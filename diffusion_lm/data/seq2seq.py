@@ -213,15 +213,19 @@ class Seq2SeqDataModule(TokenizedDataModule):
         if split == "predict":
             self._raw[split] = self.predict_examples()
             return self._raw[split]
-        split_file = self.splits.get(split, split)
-        rows = self.local_rows(split_file)
-        if rows is None:
-            rows = self._rows_from_hub(split, split_file)
+        rows = self.raw_rows(split)
         limit = self.limit_train if split == "train" else self.limit_eval
         if limit:
             rows = rows[:limit]
         self._raw[split] = [self.to_example(r) for r in rows]
         return self._raw[split]
+
+    def raw_rows(self, split: str) -> list[dict]:
+        """Every row of ``split`` in the local field layout (all fields, before ``limit_*`` and ``swap``):
+        the local file first, then the Hub."""
+        split_file = self.splits.get(split, split)
+        rows = self.local_rows(split_file)
+        return self._rows_from_hub(split, split_file) if rows is None else rows
 
     def predict_examples(self) -> list[dict]:
         """Examples for ``predict``: ``predict_file`` if set, else the ``predict_split``."""

@@ -282,7 +282,11 @@ def load_ckpt(path: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
     """A ``.ckpt`` written by any recipe of this framework: the architecture comes from its hyper-parameters,
     every optional module (timestep embedding, self-conditioning input, length head, output head) from the
     tensors actually present; ``weights="ema"`` takes the EMA copy when there is one."""
-    ckpt = read_checkpoint(path)
+    return pretrained_from_checkpoint(read_checkpoint(path), path, weights)
+
+
+def pretrained_from_checkpoint(ckpt: dict, path: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
+    """:func:`load_ckpt` of a checkpoint dict already read (by :func:`read_checkpoint`) from ``path``."""
     if "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint of a diffusion_lm recipe")
     sd = denoiser_weights(ckpt, path, weights)

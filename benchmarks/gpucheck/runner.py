@@ -21,6 +21,16 @@ from .report import Report
 ENTRY = Path(__file__).resolve().parents[1] / "gpu_check.py"
 
 
+def child_env() -> dict:
+    """The environment, with the data and cache roots made absolute: a part runs in the work directory
+    (its checkpoints and logs land there, not in the checkout)."""
+    env = dict(os.environ)
+    for key in ("DIFFUSION_LM_DATA", "DIFFUSION_LM_CACHE"):
+        if env.get(key):
+            env[key] = str(Path(env[key]).resolve())
+    return env
+
+
 def run_part(name: str, cap_s: int, child_args: list[str], work: Path) -> dict:
     """→ the part's entry of the report: status, cap, wall time, and its result or the reason it has none."""
     result, log = work / f"{name}.json", work / f"{name}.log"
@@ -28,7 +38,8 @@ def run_part(name: str, cap_s: int, child_args: list[str], work: Path) -> dict:
     cmd = [sys.executable, str(ENTRY), "--part", name, "--result", str(result), *child_args]
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=work, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             rc = proc.wait(timeout=cap_s)
         except subprocess.TimeoutExpired:

@@ -43,7 +43,10 @@ def run_part(name: str, cap_s: int, child_args: list[str], work: Path) -> dict:
         try:
             rc = proc.wait(timeout=cap_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended between the timeout and the kill
+                pass
             proc.wait()
             rc = None
     entry = {"cap_s": cap_s, "wall_s": round(time.perf_counter() - t0, 1)}

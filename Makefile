@@ -25,7 +25,7 @@ DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=0
 
 .PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
 	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train ar2diff-demo \
-	distill-multi30k clean
+	distill-multi30k gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,13 @@ tensorboard: install ## TensorBoard on runs/ (losses, per-timestep statistics, s
 bench-train: install ## training tokens/s + MFU: Lightning recipe vs a bare PyTorch loop (docs/performance.md)
 	@mkdir -p runs
 	$(PY) benchmarks/bench_train.py $(BENCH_ARGS) $(ARGS)
+
+# gpu-check: on a box without this Makefile's venv (e.g. a bare GPU image with torch and lightning),
+# `make gpu-check PY=python3` runs with that interpreter and skips `install`. SMOKE=1: toy sizes on the CPU,
+# written to runs/gpu_check_smoke (GPU_CHECK_ARGS="--out-dir …" elsewhere), never over docs/results.
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(filter command line,$(origin PY)),,install) ## GPU figures in one ≤ 8 min run → docs/results/gpu_check.md (SMOKE=1: CPU toy run)
+	$(PY) benchmarks/gpu_check.py $(if $(SMOKE),--smoke) $(GPU_CHECK_ARGS) $(ARGS)
 
 train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_steps=…" to override)
 	$(CLI) fit --config experiments/multi30k/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)

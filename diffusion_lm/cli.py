@@ -157,6 +157,24 @@ def _quiet() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.INFO)
 
 
+def build_cli(args: list[str], run: bool = True) -> DiffusionLMCLI:
+    """The CLI on ``args``. ``run=False`` takes no subcommand and only builds the recipe, data module and
+    trainer from the configs (``cli.model``, ``cli.datamodule``, ``cli.trainer``), for scripts that drive
+    them themselves (e.g. ``benchmarks/gpu_check.py``)."""
+    return DiffusionLMCLI(
+        BaseRecipe,
+        LightningDataModule,
+        trainer_class=DiffusionLMTrainer,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     _quiet()
     try:
@@ -164,18 +182,7 @@ def main(args: list[str] | None = None) -> None:
         if args and args[0] in STANDALONE_COMMANDS:
             STANDALONE_COMMANDS[args[0]](args[1:])
             return
-        args = with_checkpoint_defaults(args)
-        DiffusionLMCLI(
-            BaseRecipe,
-            LightningDataModule,
-            trainer_class=DiffusionLMTrainer,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_kwargs={"parser_mode": "omegaconf"},
-            trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        build_cli(with_checkpoint_defaults(args))
     except DiffusionLMError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,1 @@
+"""The parts of the GPU check, in the order they run (see ``benchmarks/gpucheck/registry.py``)."""

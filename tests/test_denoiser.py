@@ -124,3 +124,27 @@ def test_config_validation():
         DenoiserConfig(vocab_size=5, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="attention"):
         DenoiserConfig(vocab_size=5, attention="sideways")
+
+
+def test_segment_embedding_starts_at_zero_and_marks_only_target_positions():
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=40, d_model=32, n_layers=1, n_heads=2, max_len=16, dropout=0.0, embed_dim=16)
+    plain, seg = Denoiser(DenoiserConfig(**cfg)), Denoiser(DenoiserConfig(**cfg, segment_embedding=True))
+    seg.load_state_dict(plain.state_dict(), strict=False)
+    ids, plen = torch.randint(5, 40, (2, 9)), torch.tensor([3, 5])
+    torch.testing.assert_close(seg(ids, prefix_len=plen).latent, plain(ids, prefix_len=plen).latent)  # zero init
+    with torch.no_grad():
+        seg.segment.fill_(1.0)
+    h_plain = plain.in_proj(plain.wte(ids)) + plain.wpe(torch.arange(9))  # + learned positions
+    marked = torch.arange(9)[None, :] >= plen[:, None]
+    captured = {}
+    seg.drop.register_forward_hook(lambda m, i, o: captured.setdefault("h", i[0]))
+    seg(ids, prefix_len=plen)
+    torch.testing.assert_close(captured["h"] - h_plain, marked[..., None].float().expand(-1, -1, 32))
+
+
+def test_projections_of_unit_gain_behind_a_narrow_embedding():
+    torch.manual_seed(0)
+    m = Denoiser(DenoiserConfig(vocab_size=4000, d_model=128, n_layers=2, n_heads=4, embed_dim=64))
+    assert abs(m.wte.weight.std().item() - 0.02) < 2e-3  # the table keeps GPT-2's init
+    assert abs(m.in_proj.weight.std().item() - 64 ** -0.5) < 0.01 and abs(m.out_proj.weight.std().item() - 128 ** -0.5) < 0.01

@@ -36,6 +36,8 @@ class DenoiserConfig:
         timestep_embedding: Add a per-token timestep embedding (diffusion); off for a pure AR model.
         self_condition: Accept a self-conditioning input (previous x̂0 estimate).
         length_classes: Size of the target-length classifier head (0 = no head).
+        segment_embedding: Add a learned vector to every target position (a BERT-style segment embedding;
+            zero-initialised), so source and target tokens can be told apart without counting positions.
         activation_checkpointing: Recompute each block's activations in the backward pass instead of
             storing them (less memory, ~1/3 more compute); changes no weights or results.
     """
@@ -60,6 +62,7 @@ class DenoiserConfig:
     timestep_embedding: bool = True
     self_condition: bool = True
     length_classes: int = 0
+    segment_embedding: bool = False
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:

@@ -73,6 +73,7 @@ class Denoiser(nn.Module):
         self.wpe = nn.Embedding(cfg.max_len, D) if cfg.position == "learned" else None
         self.in_proj = nn.Linear(E, D) if E != D else nn.Identity()
         self.time_embed = TimestepEmbedding(D) if cfg.timestep_embedding else None
+        self.segment = nn.Parameter(torch.zeros(D)) if cfg.segment_embedding else None  # added on the target
         self.self_cond_proj = nn.Linear(E, D, bias=False) if cfg.self_condition else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
@@ -82,12 +83,12 @@ class Denoiser(nn.Module):
         self.length_head = nn.Linear(D, cfg.length_classes) if cfg.length_classes > 0 else None
         self.apply(self._init_weights)
         if E != D:
-            # Behind a projection, GPT-2's std-0.02 table gives inputs of std ~0.02 · 0.02 · √E to the residual
-            # stream, and the gradients of table and projection are each proportional to the other's tiny
-            # weights (a deep-linear saddle): token identity barely reaches the blocks, and a masked/discrete
-            # denoiser learns only unigram statistics (measured: a copy task stays at chance for 300 steps).
-            # Unit-variance rows give token ids the input scale that normalised continuous embeddings have.
-            nn.init.normal_(self.wte.weight, mean=0.0, std=1.0)
+            # Behind projections, std-0.02 weights on both sides of each product — table · in_proj at the input,
+            # out_proj · tableᵀ at the tied output — make every factor's gradient proportional to the other's
+            # tiny weights (a deep-linear saddle): token identity barely reaches the blocks or the logits.
+            # Projections of gain ~1 make the model start like the GPT-2 layout (E = D) it generalises.
+            nn.init.normal_(self.in_proj.weight, mean=0.0, std=E ** -0.5)
+            nn.init.normal_(self.out_proj.weight, mean=0.0, std=D ** -0.5)
         # GPT-2: residual projections scaled by 1/√(2·n_layers)
         for name, p in self.named_parameters():
             if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
@@ -154,6 +155,8 @@ class Denoiser(nn.Module):
             h = h + self.wpe(positions)
         if self.time_embed is not None and timesteps is not None:
             h = h + self.time_embed(timesteps)
+        if self.segment is not None and prefix_len is not None:
+            h = h + (positions >= prefix_len[:, None]).to(h.dtype)[..., None] * self.segment  # (B, L, D)
         if self.self_cond_proj is not None and self_cond is not None:
             h = h + self.self_cond_proj(self_cond.to(h.dtype))
         h = self.drop(h)

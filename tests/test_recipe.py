@@ -119,3 +119,20 @@ def test_ddp_spawn_two_cpu_processes(toy_root, tmp_path):
     trainer.fit(model, dm)  # weights and metrics come back from the spawned workers
     assert any(not torch.equal(a, b) for a, b in zip(before, model.denoiser.parameters()))
     assert "val/bleu" in trainer.callback_metrics and "train/loss" in trainer.callback_metrics
+
+
+def test_a_normalised_embedding_table_is_not_weight_decayed():
+    from diffusion_lm.diffusion import GaussianDiffusion, MaskPredictSampler, MaskedDiffusion
+
+    def decayed_names(recipe):
+        recipe.trainer = None
+        names = {id(p): n for n, p in recipe.denoiser.named_parameters()}
+        groups = recipe.configure_optimizers()["optimizer"].param_groups
+        return {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+    gaussian = tiny_recipe(50, process=GaussianDiffusion(embed_norm=True))
+    assert "wte.weight" not in decayed_names(gaussian) and "blocks.0.attn.qkv.weight" in decayed_names(gaussian)
+    raw = tiny_recipe(50, process=GaussianDiffusion(embed_norm=False))
+    assert "wte.weight" in decayed_names(raw)
+    masked = tiny_recipe(50, process=MaskedDiffusion(mask_id=4), generator=MaskPredictSampler(steps=2))
+    assert "wte.weight" in decayed_names(masked)  # token ids: the table is an ordinary matrix

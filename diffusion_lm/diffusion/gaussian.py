@@ -65,6 +65,10 @@ class GaussianDiffusion(DiffusionProcess):
             e = F.layer_norm(e, e.shape[-1:], eps=1e-6)
         return e * self.embed_scale
 
+    def no_weight_decay(self) -> set[str]:
+        # x_0 = LayerNorm(Emb(w)): the table's scale is divided out, so decay only raises its effective step size
+        return {"wte.weight"} if self.embed_norm else set()
+
     def embed(self, model: Denoiser, input_ids: torch.Tensor) -> torch.Tensor:
         """x_0 = Emb(w): (B, L) → (B, L, E)."""
         return self._normalise(model.wte(input_ids))

@@ -76,6 +76,11 @@ class DiffusionProcess:
         """Expected denoiser forwards without gradient per training step (for FLOP counts)."""
         return 0.0
 
+    def no_weight_decay(self) -> set[str]:
+        """Denoiser parameter names the optimiser must not decay because the process normalises them
+        (decay would only shrink their raw norm and so raise their effective learning rate)."""
+        return set()
+
     def state_dict(self) -> dict[str, Any]:
         """Statistics the process learns during training (stored in the checkpoint); none by default."""
         return {}

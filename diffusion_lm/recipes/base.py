@@ -104,6 +104,7 @@ class BaseRecipe(L.LightningModule):
         self.configure_denoiser(cfg)
         self.denoiser = Denoiser(cfg)
         self._no_decay_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}  # biases, gains
+        self._no_decay_names |= self.no_weight_decay()
         self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
         self.tokenizer: TextTokenizer | None = None
         self.metrics = nn.ModuleDict(default_metrics())
@@ -114,6 +115,10 @@ class BaseRecipe(L.LightningModule):
     # ------------------------------------------------------------------ hooks for subclasses
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
         """Adjust the architecture before it is built (e.g. attention mode, length head)."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of denoiser matrices that AdamW must not decay (besides biases and gains)."""
+        return set()
 
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
         raise NotImplementedError

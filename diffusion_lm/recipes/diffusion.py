@@ -54,6 +54,9 @@ class DiffusionRecipe(BaseRecipe):
         if self.tokenizer is not None:
             self.process.bind_tokenizer(self.tokenizer)
 
+    def no_weight_decay(self) -> set[str]:
+        return self.process.no_weight_decay()
+
     def configure_denoiser(self, cfg: DenoiserConfig) -> None:
         if cfg.attention in ("causal", "prefix_causal"):
             cfg.attention = "prefix"  # diffusion denoises the whole target at once

@@ -3,6 +3,7 @@ from .fastdiss import FastDiSSDiffusion
 from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
+from .glancing import GlancingMaskedDiffusion
 from .importance import ImportanceSampler
 from .length_beam import LengthBeam
 from .mask_predict import MaskPredictSampler
@@ -19,5 +20,5 @@ __all__ = [
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
-    "DiscreteDiffusion", "DiscreteSampler", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
+    "DiscreteDiffusion", "DiscreteSampler", "GlancingMaskedDiffusion", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
 ]

@@ -45,6 +45,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default=str(REPO / "experiments/demo.yaml"), help="the diffusion recipe")
     p.add_argument("--ar-config", default=str(REPO / "experiments/multi30k/autoregressive_demo.yaml"),
                    help="layered over --config for the AR recipe")
+    p.add_argument("--scratch-overlay", default=str(REPO / "experiments/quality/masked.yaml"),
+                   help="layered over --config for the correctness part: the demo's diffusion stage from scratch "
+                        "(the demo itself starts from an AR checkpoint)")
     p.add_argument("--diffusion-args", type=shlex.split, default=[], help="extra CLI overrides of the diffusion run")
     p.add_argument("--ar-args", type=shlex.split, default=[], help="extra CLI overrides of the AR run")
     p.add_argument("--parts", nargs="+", choices=list(BY_NAME), help="run only these (the rest stay 'not run')")
@@ -54,12 +57,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.config, args.ar_config = str(Path(args.config).resolve()), str(Path(args.ar_config).resolve())
+    args.scratch_overlay = str(Path(args.scratch_overlay).resolve())
     return args
 
 
 def child_args(args: argparse.Namespace) -> list[str]:
     """What a part's subprocess is told: the options that decide what it measures."""
-    out = ["--config", args.config, "--ar-config", args.ar_config,
+    out = ["--config", args.config, "--ar-config", args.ar_config, "--scratch-overlay", args.scratch_overlay,
            f"--diffusion-args={shlex.join(args.diffusion_args)}", f"--ar-args={shlex.join(args.ar_args)}"]
     return out + (["--smoke"] if args.smoke else [])
 

@@ -54,7 +54,8 @@ def test_make_gpu_check_smoke_writes_every_part(multi30k_root, tmp_path):
     rows = parts["decoding"]["rows"]
     assert {(r["batch"], r["length"]) for r in rows} == {(1, 8), (1, 16), (4, 8), (4, 16)}
     assert all(r[f"{k}_tokens_per_s"] > 0 for r in rows for k in ("ar", "continuous", "masked"))
-    assert parts["quality_diffusion"]["recipe"] == "FromScratch" and parts["quality_ar"]["recipe"] == "Autoregressive"
+    assert parts["quality_diffusion"]["recipe"] == "AR2Diff" and parts["quality_ar"]["recipe"] == "Autoregressive"
+    assert parts["quality_diffusion"]["pretrain"]["steps"] == 3  # the demo recipe's AR stage counts in its budget
     assert all(parts[q]["steps"] == 3 and parts[q]["test_bleu"] >= 0 for q in ("quality_diffusion", "quality_ar"))
     assert len(report["targets"]) == 5
     assert all(t["verdict"] in ("pass", "miss") and t["measured"] is not None and t["unit"] for t in report["targets"])

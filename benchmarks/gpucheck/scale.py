@@ -31,7 +31,8 @@ class Scale:
     decode_steps: int = 10
     decode_repeats: int = 3
     decode_dtype: str = "bfloat16"
-    # quality: trainer/data overrides of the diffusion and the AR runs
+    # quality: trainer/data overrides of the demo recipe's AR stage, its diffusion stage, and the AR baseline
+    quality_pretrain: list[str] = field(default_factory=list)
     quality_diffusion: list[str] = field(default_factory=list)
     quality_ar: list[str] = field(default_factory=list)
 
@@ -51,7 +52,10 @@ GPU = Scale(
     decode_model=GPT2_SMALL,
     # The Makefile's DEMO_ARGS (bf16, 16k-token batches) with the time of this check; max_steps sets the length
     # of the cosine decay: roughly what the small demo model takes in that time on an H200.
-    quality_diffusion=["--trainer.precision=bf16-mixed", "--trainer.max_time=00:00:02:30", "--trainer.max_steps=8000",
+    # The demo recipe is AR2Diff within one budget: 2.5 min = 75 s autoregressive + 75 s masked diffusion.
+    quality_pretrain=["--trainer.precision=bf16-mixed", "--trainer.max_time=00:00:01:15", "--trainer.max_steps=4000",
+                      "--data.init_args.max_tokens=16384"],
+    quality_diffusion=["--trainer.precision=bf16-mixed", "--trainer.max_time=00:00:01:15", "--trainer.max_steps=4000",
                        "--data.init_args.max_tokens=16384"],
     quality_ar=["--trainer.precision=bf16-mixed", "--trainer.max_time=00:00:01:30", "--trainer.max_steps=5000",
                 "--data.init_args.max_tokens=16384"],
@@ -82,6 +86,7 @@ SMOKE = Scale(
     decode_steps=2,
     decode_repeats=1,
     decode_dtype="float32",
+    quality_pretrain=_SMOKE_TRAIN,
     quality_diffusion=_SMOKE_TRAIN,
     quality_ar=_SMOKE_TRAIN,
 )

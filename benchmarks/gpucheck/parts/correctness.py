@@ -1,4 +1,5 @@
-"""Part 2: the demo recipe trained in bf16-mixed + ``torch.compile`` against fp32 eager, on the same batches.
+"""Part 2: the demo's diffusion stage (masked diffusion, from scratch) trained in bf16-mixed + ``torch.compile``
+against fp32 eager, on the same batches.
 
 Both runs start from the same weights (the config's seed) and read the same batches in the same order; dropout
 is set to 0 so the only difference is arithmetic (bf16 autocast, compiled kernels). Measured:
@@ -57,7 +58,7 @@ def train(scale: Scale, opts, precision: str, steps: int, backend: str | None, *
     overrides = [*scale.demo_overrides, f"--trainer.precision={precision}", f"--trainer.max_steps={steps}",
                  "--trainer.max_time=null", "--trainer.log_every_n_steps=1000000",  # no logged step: no .item()
                  "--model.init_args.denoiser.dropout=0.0", "--model.init_args.compile=false"]
-    cli = build([opts.config], overrides)
+    cli = build([opts.config, opts.scratch_overlay], overrides)
     if backend:  # in place, as the recipe's `compile: true` does, but with the backend of this scale
         cli.model.denoiser.compile(backend=backend)
     cli.trainer.callbacks.extend(callbacks)

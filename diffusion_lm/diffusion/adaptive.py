@@ -25,7 +25,7 @@ import torch
 
 from ..models.denoiser import Denoiser
 from .gaussian import GaussianDiffusion
-from .generate import DDIMSampler, GenerationResult
+from .generate import DDIMSampler, GenerationResult, rounding_score
 
 
 class AdaptiveDDIMSampler(DDIMSampler):
@@ -93,6 +93,7 @@ class AdaptiveDDIMSampler(DDIMSampler):
         row_len = batch["valid"].sum(-1)  # (B,) real positions per row
         active = torch.arange(B, device=ids.device)  # rows still being denoised
         times = torch.linspace(1.0, 0.0, self.steps + 1, device=ids.device)
+        scores = torch.zeros(B, device=ids.device)  # (B,) mean log-probability of each row's last rounding
         for k in range(self.steps):
             Lk = int(row_len[active].max())  # columns the remaining rows need
             a_ids, a_tm = ids[active, :Lk], tmask[active, :Lk]
@@ -111,6 +112,7 @@ class AdaptiveDDIMSampler(DDIMSampler):
             if use_sc:
                 sc[active, :Lk] = torch.where(tm3, x0_hat, torch.zeros_like(x0_hat))
             tokens[active, :Lk] = torch.where(a_tm, logits.argmax(-1), a_ids)
+            scores[active] = rounding_score(logits, a_tm)
 
             tracked = x0_hat if self.criterion == "x0" else new_x
             if prev is not None and eps > 0 and k + 1 >= self.min_steps and k + 1 < self.steps:
@@ -124,4 +126,4 @@ class AdaptiveDDIMSampler(DDIMSampler):
             if prev is None:
                 prev = torch.zeros_like(x)
             prev[active, :Lk] = tracked
-        return GenerationResult(tokens=tokens, steps=steps)
+        return GenerationResult(tokens=tokens, steps=steps, scores=scores)

@@ -258,4 +258,4 @@ class DiscreteSampler(Generator):
                 if len(active) == 0:
                     break
         best = score.view(-1, S).argmax(1) + torch.arange(0, R, S, device=x.device)  # (B,) kept sample per prompt
-        return GenerationResult(tokens=x[best], steps=steps[best])
+        return GenerationResult(tokens=x[best], steps=steps[best], scores=score[best])

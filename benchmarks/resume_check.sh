@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end exact-resume check through the CLI on real data (Multi30k, the demo model at reduced size):
+# End-to-end exact-resume check through the CLI on real data (Multi30k, the demo's masked-diffusion stage from
+# scratch at reduced size):
 # run A trains N steps straight; run B is SIGKILLed right after its step-N/2 checkpoint and resumed with
 # --ckpt_path last. The per-step training losses logged by both runs must be identical.
 #   DIFFUSION_LM_DATA=… benchmarks/resume_check.sh [N] [workdir]
@@ -9,7 +10,7 @@ OUT=${2:-runs/resume_check}
 HALF=$((N / 2))
 PY=${PY:-python}
 rm -rf "$OUT"
-common=(fit --config experiments/demo.yaml --trainer.max_steps "$N" --trainer.max_time null
+common=(fit --config experiments/demo.yaml --config experiments/quality/masked.yaml --trainer.max_steps "$N" --trainer.max_time null
         --trainer.log_every_n_steps 1 --trainer.enable_progress_bar false
         --model.init_args.denoiser.d_model 128 --model.init_args.denoiser.n_layers 2 --model.init_args.denoiser.n_heads 2
         --data.init_args.bpe_vocab_size 4000 --data.init_args.num_workers 2)

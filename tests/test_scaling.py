@@ -113,14 +113,17 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 
 def test_weight_decay_groups_survive_wrapped_blocks():
-    """Weight decay is decided by name (FSDP flattens parameters): matrices decay, biases and gains do not, also
-    when the blocks are wrapped (here by the activation-checkpoint wrapper that FSDP's policy applies)."""
+    """Weight decay is decided by name (FSDP flattens parameters): matrices decay, biases, gains and the table the
+    process layer-normalises do not, also when the blocks are wrapped (here by the activation-checkpoint wrapper
+    that FSDP's policy applies)."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
     from diffusion_lm.models.layers import Block
 
     model = IndexedRecipe(denoiser=DenoiserConfig(**TINY_DENOISER), vocab_size=VOCAB, ema_decay=0.0)
-    expected = [sorted(id(p) for p in model.denoiser.parameters() if (p.dim() >= 2) == d) for d in (True, False)]
+    decayed = {n for n, p in model.denoiser.named_parameters() if p.dim() >= 2} - model.no_weight_decay()
+    assert "wte.weight" not in decayed  # GaussianDiffusion layer-normalises it
+    expected = [sorted(id(p) for n, p in model.denoiser.named_parameters() if (n in decayed) == d) for d in (True, False)]
     apply_activation_checkpointing(model.denoiser, check_fn=lambda m: isinstance(m, Block))
     assert any("_checkpoint_wrapped_module" in n for n, _ in model.denoiser.named_parameters())
     groups = model.configure_optimizers()["optimizer"].param_groups

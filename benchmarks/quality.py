@@ -41,15 +41,17 @@ AR = "autoregressive"
 # name → overlays on the demo config. The order is the run order: the AR row is the KD teacher.
 RECIPES = {
     AR: ["experiments/multi30k/autoregressive_demo.yaml"],
-    "continuous": [],  # the demo's own continuous recipe
+    "continuous": ["experiments/quality/continuous.yaml"],
+    "continuous_truncated": ["experiments/quality/continuous_truncated.yaml"],
     "fastdiss": ["experiments/quality/fastdiss.yaml"],
     "masked": ["experiments/quality/masked.yaml"],
     "sundae": ["experiments/quality/sundae.yaml"],
     "ar2diff_masked": ["experiments/quality/ar2diff_masked.yaml"],
+    "ar2diff_continuous": ["experiments/quality/ar2diff_continuous.yaml"],
     "masked_kd": ["experiments/quality/masked.yaml"],
 }
 KD_ROWS = {"masked_kd"}
-PRETRAINED_ROWS = {"ar2diff_masked"}  # AR first for --ar-share of the same budget (AR2Diff, Han et al. 2024)
+PRETRAINED_ROWS = {"ar2diff_masked", "ar2diff_continuous"}  # AR first for --ar-share of the same budget (AR2Diff, Han et al. 2024)
 CPU_KS = (1, 2, 5, 10, 20, 50)
 PROBE_STEPS = 30
 
@@ -148,7 +150,8 @@ def run_row(name: str, args) -> dict:
     import torch
 
     out = Path(args.out)
-    overrides = settings(args.gpu) + [f"--seed_everything={args.seed}"]
+    # the CLI saves each run's config.yaml into default_root_dir: keep it under --out
+    overrides = settings(args.gpu) + [f"--seed_everything={args.seed}", f"--trainer.default_root_dir={out / 'runs' / name}"]
     extra_budget_s = 0.0
     if name in KD_ROWS:
         extra_budget_s, data_root = distilled_data(out, args)
@@ -207,7 +210,9 @@ def distilled_data(out: Path, args) -> tuple[float, Path]:
     return teacher["train_s"] + decode_s, root
 
 
-def aggregate(out: Path, names: list[str]) -> list[dict]:
+def aggregate(out: Path, names: list[str] | None = None) -> list[dict]:
+    """Every row written so far (of ``names``, default all recipes), in the recipes' order."""
+    names = list(RECIPES) if names is None else names
     rows = [json.loads((out / "rows" / f"{n}.json").read_text()) for n in names if (out / "rows" / f"{n}.json").is_file()]
     ar = next((r for r in rows if r["recipe"] == AR), None)
     ar_bleu = ar["by_k"][0]["bleu"] if ar else None
@@ -241,7 +246,7 @@ def plot(out: Path, rows: list[dict], ar_bleu) -> None:
     a.bar([r["recipe"] for r in rows], best, color=["#444" if r["recipe"] == AR else "#3a7" for r in rows])
     a.set_ylabel("test SacreBLEU (best K)")
     a.set_title("Multi30k en→de, equal wall-clock budget")
-    a.tick_params(axis="x", rotation=30)
+    plt.setp(a.get_xticklabels(), rotation=40, ha="right", fontsize=8)
     for r in rows:
         pts = [(e["k"], e["bleu"]) for e in r["by_k"] if e["k"] is not None]
         if pts:
@@ -290,8 +295,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--row", name, "--out", str(out), "--budget-min", str(args.budget_min),
                "--seed", str(args.seed), "--ar-share", str(args.ar_share), "--ks", *map(str, args.ks)] + (["--gpu"] if args.gpu else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
-        aggregate(out, args.recipes)
-    aggregate(out, args.recipes)
+        aggregate(out)
+    aggregate(out)
     print(f"[bench-quality] all rows in {time.perf_counter() - t_all:.0f} s:\n{(out / 'results.md').read_text()}"
           f"results: {out / 'results.json'}, {out / 'results.png'}", flush=True)
 

@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-demo: install ## train a small diffusion LM on Multi30k (AR 3 min, then masked diffusion 3.5 min on CPU), sample, print test BLEU
+demo: install ## train a small diffusion LM on Multi30k (AR, then masked diffusion: ~7 min on CPU), sample, print test BLEU
 	@rm -rf runs/demo/checkpoints runs/demo/ar
 	$(CLI) fit --config experiments/demo.yaml --config experiments/multi30k/autoregressive_demo.yaml --config experiments/demo_pretrain.yaml $(DEMO_ARGS) $(ARGS)
 	$(CLI) fit --config experiments/demo.yaml $(DEMO_ARGS) $(ARGS)

@@ -26,6 +26,8 @@ from typing import Any, Optional
 import torch
 
 from .diffusion.adaptive import AdaptiveDDIMSampler
+from .diffusion.adaptive_mask_predict import AdaptiveMaskPredictSampler
+from .diffusion.mask_predict import MaskPredictSampler
 from .diffusion.generate import DDIMSampler, GenerationResult, Generator
 from .errors import CheckpointError, ConfigError
 
@@ -92,15 +94,21 @@ class TimedGenerator(Generator):
         self.inner.load_state_dict(state)
 
 
-def as_adaptive(generator: Generator, min_steps: Optional[int]) -> AdaptiveDDIMSampler:
-    """The recipe's sampler as an adaptive one (a fixed-step DDIM becomes the adaptive sampler with its K)."""
-    if isinstance(generator, AdaptiveDDIMSampler):
-        gen = generator
-    elif isinstance(generator, DDIMSampler):
-        gen = AdaptiveDDIMSampler(steps=generator.steps, self_condition=generator.self_condition, clamp=generator.clamp)
+def as_adaptive(generator: Generator, min_steps: Optional[int]) -> AdaptiveDDIMSampler | AdaptiveMaskPredictSampler:
+    """The recipe's sampler as an adaptive one (a fixed-step DDIM or Mask-Predict sampler becomes the adaptive
+    sampler with its K and settings)."""
+    g = generator
+    if isinstance(g, (AdaptiveDDIMSampler, AdaptiveMaskPredictSampler)):
+        gen = g
+    elif isinstance(g, DDIMSampler):
+        gen = AdaptiveDDIMSampler(steps=g.steps, self_condition=g.self_condition, clamp=g.clamp)
+    elif isinstance(g, MaskPredictSampler):
+        gen = AdaptiveMaskPredictSampler(steps=g.steps, remask=g.remask, schedule=g.schedule, temperature=g.temperature,
+                                         top_p=g.top_p, confidence_noise=g.confidence_noise)
     else:
         raise ConfigError(
-            f"calibrate needs a DDIMSampler or AdaptiveDDIMSampler as model.init_args.generator, got {type(generator).__name__}"
+            "calibrate needs a DDIMSampler, MaskPredictSampler or one of their adaptive versions as "
+            f"model.init_args.generator, got {type(g).__name__}"
         )
     if min_steps is not None:
         gen.min_steps = min_steps

@@ -196,3 +196,26 @@ def test_discrete_process_in_a_diffusion_recipe(toy_root, tmp_path, process):
         assert proc.mask_id == dm.tokenizer.mask_id  # bound from the tokenizer
     res = trainer.test(model, dm, verbose=False)[0]
     assert 1 <= res["test/decode_steps"] <= 3 and res["test/loss"] > 0
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "elbo"])
+def test_masked_per_example_loss_is_the_training_objective_per_example(weighting):
+    """GradVariance needs per_example_loss: with the same mask draw it equals training_loss's per-example loss."""
+    model, proc, b = tiny_model().eval(), MaskedDiffusion(mask_id=MASK, loss_weighting=weighting), batch()
+    t = torch.tensor([0.2, 0.5, 0.7, 0.95])
+    torch.manual_seed(3)
+    ref = proc.training_loss(model, b, t, torch.ones(4)).per_example
+    torch.manual_seed(3)
+    got = proc.per_example_loss(model, b, t)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_grad_variance_runs_on_masked_diffusion():
+    from diffusion_lm.diffusion import GradVariance
+
+    model, proc, b = tiny_model(), MaskedDiffusion(mask_id=MASK), batch()
+    est = GradVariance(params=["blocks.*.attn.*"], examples=4, examples_per_bin=2, decay=1.0)
+    est.setup(4)
+    est.accumulate(model, proc, b, torch.tensor([0.1, 0.15, 0.6, 0.65]), torch.tensor([0, 2]))
+    v = est.values()
+    assert torch.isfinite(v[[0, 2]]).all() and (v[[0, 2]] > 0).all() and torch.isnan(v[[1, 3]]).all()

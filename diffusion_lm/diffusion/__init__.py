@@ -1,4 +1,5 @@
 from .adaptive import AdaptiveDDIMSampler
+from .adaptive_mask_predict import AdaptiveMaskPredictSampler
 from .fastdiss import FastDiSSDiffusion
 from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
 from .gaussian import GaussianDiffusion
@@ -16,7 +17,7 @@ from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 
 __all__ = [
-    "AdaptiveDDIMSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
+    "AdaptiveDDIMSampler", "AdaptiveMaskPredictSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",

@@ -172,6 +172,23 @@ class MaskedDiffusion(DiscreteDiffusion):
         frac = masked.sum(1, keepdim=True) / tmask.sum(1, keepdim=True).clamp_min(1)
         return ce / frac.clamp_min(1e-6)
 
+    def per_example_loss(self, model, batch, t, noise=None):
+        """(B,) the training objective per example (length term excluded), attached to the graph and without
+        data-dependent shapes, for ``torch.func.vmap`` (the importance sampler's ``GradVariance``). ``noise``:
+        uniform draws u (B, L); a target token is masked where u < r(t)."""
+        ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
+        u = torch.rand(ids.shape, device=ids.device) if noise is None else noise
+        masked = (u < self.schedule.corruption_rate(t)[:, None]) & tmask  # (B, L)
+        x = torch.where(masked, torch.full_like(ids, self._mask()), ids)
+        out = model(x, timesteps=self.token_timesteps(t, tmask), valid=batch["valid"], prefix_len=batch["prefix_len"])
+        logits = model.logits(out.latent).float()  # (B, L, V): every position, so no shape depends on the data
+        logits = logits.masked_fill(F.one_hot(torch.tensor(self._mask(), device=ids.device), logits.shape[-1]).bool(),
+                                    float("-inf"))  # SUBS, as in target_logits
+        ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(u) * masked  # (B, L)
+        if self.loss_weighting == "elbo":
+            return (ce * self.elbo_weight(t)[:, None]).sum(1) / tmask.sum(1).clamp_min(1)
+        return ce.sum(1) / masked.sum(1).clamp_min(1)  # mean CE of the masked tokens (per_token_loss's uniform case)
+
     def prior(self, model, ids, target_mask):
         return torch.where(target_mask, torch.full_like(ids, self._mask()), ids)
 

@@ -80,6 +80,7 @@ class MaskPredictSampler(Generator):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.steps = steps
         self.remask = remask
+        self.schedule = schedule
         self.gamma = MASK_SCHEDULES[schedule]
         self.temperature = temperature
         self.top_p = top_p

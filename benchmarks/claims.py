@@ -1,0 +1,503 @@
+"""``make claims``: the three papers' claims measured on Multi30k en→de, 3 seeds per arm → ``docs/results.md``.
+
+Every arm is ``experiments/demo.yaml`` (d128×3, 4k BPE, 2,048-token batches) with overlays, built by the
+project's CLI exactly as ``diffusion-lm fit --config …`` builds it; the arms of a claim differ only in what
+the claim is about. Diffusion arms that need to be above the noise floor on a CPU start from one shared
+autoregressive checkpoint (the demo's stage 1: 1,800 AR steps, seed 0; AR2Diff, Han et al. 2024) and train
+1,800 steps as masked diffusion, as ``make demo`` does; the seed changes the diffusion stage (data order,
+masks, dropout, evaluation noise), not the AR checkpoint. Test scores are SacreBLEU on all 1,000 sentences of
+test_2016_flickr.
+
+Claims (``--claims``):
+
+* ``importance`` — uniform t vs p(t) ∝ v(t)^α, α ∈ {0.5, 1, 2} (``experiments/claims/importance.yaml``), equal
+  steps; test BLEU, train wall time and the test loss per t bin.
+* ``adaptive`` — on the ``importance/uniform`` checkpoints: ε calibrated on the validation set
+  (``calibrate``, tolerance 0.1 BLEU), then test BLEU and mean steps at that ε vs fixed K.
+* ``ar2diff`` — equal fine-tuning budget (1,800 steps) from the AR checkpoint: masked diffusion (AR2Diff;
+  the ``importance/uniform`` runs), AR fine-tuning, and masked diffusion from scratch.
+* ``decode_length`` — AR with KV cache vs diffusion at 10 steps, output length 64 … 1024, batch 1 and 16
+  (``benchmarks/decode_speed.py``, random weights).
+* ``fastdiss`` — FastDiSS vs plain self-conditioning, from scratch, K ∈ {1, 2, 5, 10, 20, 50}.
+* ``task_adapt`` — TaskAdapt (timestep + self-attention layers) from a Tatoeba-pretrained checkpoint at 1/4 of
+  the budget vs from scratch at the full budget.
+
+``fastdiss`` and ``task_adapt`` train continuous diffusion from scratch, whose baselines stay at the noise
+floor (≈ 1 BLEU) at CPU budgets (``docs/results/bench_quality_cpu.md``): they are meant for ``--gpu``.
+
+Each (claim, arm, seed) runs in its own process and is written to ``<out>/<claim>/<arm>/seed<k>.json`` when it
+ends; finished runs are skipped, so the set can be run across several sittings. ``--report`` (also run at
+the end) writes ``docs/results/claims/<claim>.{json,png}`` and the generated section of ``docs/results.md``.
+
+    python benchmarks/claims.py                                   # every CPU claim, seeds 0 1 2
+    python benchmarks/claims.py --claims importance --arms uniform --seeds 0
+    python benchmarks/claims.py --gpu --claims fastdiss
+    python benchmarks/claims.py --report                          # tables, plots and verdicts only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from quality import DEMO, StepClock, build, generator_with_steps, settings  # noqa: E402
+
+AR_STAGE = ["experiments/multi30k/autoregressive_demo.yaml", "experiments/demo_pretrain.yaml"]
+AR_OVERLAY = ["experiments/multi30k/autoregressive_demo.yaml"]
+MASKED_SCRATCH = ["experiments/quality/masked.yaml"]
+IMPORTANCE = ["experiments/claims/importance.yaml"]
+SEEDS = (0, 1, 2)
+STEPS = 1800  # the demo's stages: the AR2Diff baseline reaches ≥ 15 BLEU (docs/quality.md)
+GPU_STEPS = 20000
+FIXED_KS = (5, 10, 20)
+EPSILONS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # Δ = share of target tokens that changed in one iteration
+FLOOR = 5.0  # BLEU below this is noise (no verdict is drawn from it)
+
+
+@dataclass
+class Arm:
+    overlays: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    from_ar: bool = True  # start from the shared AR checkpoint
+    same_as: str | None = None  # "claim/arm": the runs of another arm (no training of its own)
+    ks: tuple[int, ...] = ()  # a K sweep at test time (none: the generator's own K)
+
+
+CLAIMS: dict[str, dict[str, Arm]] = {
+    "importance": {
+        "uniform": Arm(),
+        "alpha_0.5": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=0.5"]),
+        "alpha_1": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=1.0"]),
+        "alpha_2": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=2.0"]),
+    },
+    "adaptive": {"calibrated": Arm(same_as="importance/uniform")},
+    "ar2diff": {
+        "ar2diff": Arm(same_as="importance/uniform"),
+        "ar_finetune": Arm(AR_OVERLAY),
+        "diffusion_scratch": Arm(MASKED_SCRATCH, from_ar=False),
+    },
+    "decode_length": {"cpu": Arm(from_ar=False)},
+    "fastdiss": {
+        "self_conditioning": Arm(["experiments/quality/continuous.yaml"], from_ar=False, ks=(1, 2, 5, 10, 20, 50)),
+        "fastdiss": Arm(["experiments/quality/fastdiss.yaml"], from_ar=False, ks=(1, 2, 5, 10, 20, 50)),
+    },
+}
+# claims whose arms are another script's rows: (command, why it is not run on a CPU)
+ELSEWHERE = {
+    "task_adapt": ("for s in 0 1 2; do SCALE=gpu EXTRA=\"--seed_everything=$s\" make ablation-task-specific; done",
+                   "its baseline, continuous diffusion from scratch at the full budget, stays below 2 BLEU on a CPU "
+                   "(docs/results/bench_quality_cpu.md); at SCALE=gpu (d512×6, 40k steps) it is the paper's setting"),
+}
+CPU_CLAIMS = ("importance", "adaptive", "ar2diff", "decode_length")
+# the question each claim answers, and its arms compared (baseline first)
+QUESTIONS = {
+    "importance": ("p(t) ∝ v(t)^α beats uniform t at equal steps", "uniform"),
+    "adaptive": ("calibrated early stopping saves 40–60% of the steps at ≤ 0.1 BLEU loss", None),
+    "ar2diff": ("AR-initialised diffusion beats diffusion from scratch at equal fine-tuning steps", "diffusion_scratch"),
+    "decode_length": ("diffusion at 10 steps decodes long outputs faster than AR with a KV cache", None),
+    "fastdiss": ("FastDiSS at K = 5 matches many-step quality and beats plain self-conditioning", "self_conditioning"),
+    "task_adapt": ("TaskAdapt at 1/4 budget matches training from scratch at the full budget", "scratch_full"),
+}
+
+
+# ----------------------------------------------------------------------------------------------- one run
+def ar_checkpoint(out: Path) -> Path:
+    return out / "ar" / "last.ckpt"
+
+
+def common(args, seed: int, root: Path) -> list[str]:
+    steps = args.steps or (GPU_STEPS if args.gpu else STEPS)
+    return settings(args.gpu) + [f"--seed_everything={seed}", f"--trainer.max_steps={steps}", "--trainer.max_time=null",
+                                 f"--trainer.default_root_dir={root}"]
+
+
+def train(configs: list[str], overrides: list[str], ckpt_dir: Path, tensorboard: Path | None = None):
+    """Fit the CLI's recipe (TensorBoard into the directory ``tensorboard`` when given) → (cli, record)."""
+    logger = ["--trainer.logger=false"] if tensorboard is None else [
+        f"--trainer.logger.init_args.save_dir={tensorboard.parent}", f"--trainer.logger.init_args.name={tensorboard.name}",
+        "--trainer.logger.init_args.version=run"]
+    cli = build(configs, overrides + logger, checkpoint_dir=ckpt_dir)
+    clock = StepClock()
+    cli.trainer.callbacks.append(clock)
+    t0 = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli, {"steps": cli.trainer.global_step, "tokens_seen": clock.tokens, "train_s": time.perf_counter() - t0}
+
+
+def ensure_ar(args, out: Path) -> Path:
+    """The shared AR checkpoint (the demo's stage 1 at seed 0), trained once."""
+    path = ar_checkpoint(out)
+    if not path.is_file():
+        print(f"[claims] training the shared AR checkpoint → {path}", flush=True)
+        train(AR_STAGE, common(args, 0, out / "ar"), path.parent)
+    return path
+
+
+def test_scores(cli, model=None) -> dict:
+    t0 = time.perf_counter()
+    s = cli.trainer.test(model or cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    return {"bleu": float(s["test/bleu"]), "decode_steps": float(s["test/decode_steps"]), "test_loss": float(s["test/loss"]),
+            "test_s": time.perf_counter() - t0}
+
+
+def per_bin_test_loss(model, datamodule, bins: int = 10, batches: int = 4) -> list[float]:
+    """Mean test loss at the centre of each of ``bins`` equal t bins (the first ``batches`` test batches, fixed noise)."""
+    import torch
+
+    from diffusion_lm.recipes.base import seeded
+
+    model.eval()
+    loader = datamodule.test_dataloader()
+    out = []
+    for k in range(bins):
+        t_c, total, n = (k + 0.5) / bins, 0.0, 0
+        for i, batch in enumerate(loader):
+            if i >= batches:
+                break
+            batch = {key: v.to(model.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            B = batch["input_ids"].shape[0]
+            with torch.no_grad(), seeded(1000 * k + i, model.device):
+                res = model.process.eval_loss(model.eval_model, batch, torch.full((B,), t_c, device=model.device),
+                                              torch.ones(B, device=model.device))
+            total, n = total + float(res.per_example.sum()), n + B
+        out.append(total / max(n, 1))
+    return out
+
+
+def run_training_arm(args, claim: str, name: str, seed: int, out: Path) -> dict:
+    arm = CLAIMS[claim][name]
+    root = out / claim / name / f"seed{seed}"
+    overrides = common(args, seed, root) + arm.overrides
+    if arm.from_ar:
+        overrides.append(f"--model.init_args.init_from={ensure_ar(args, out)}")
+    cli, rec = train(arm.overlays, overrides, root / "checkpoints", tensorboard=out / "tb" / f"{claim}_{name}_seed{seed}")
+    rec.update(claim=claim, arm=name, seed=seed, overlays=[DEMO, *arm.overlays], overrides=arm.overrides,
+               from_ar=arm.from_ar, command=command_line(arm, seed))
+    gen_cfg = cli.config.get("model.init_args.generator")
+    if arm.ks:
+        rec["by_k"] = []
+        for k in arm.ks:
+            cli.model.generator = generator_with_steps(gen_cfg.as_dict(), k)
+            rec["by_k"].append({"k": k, **test_scores(cli)})
+        rec.update(max(rec["by_k"], key=lambda e: e["bleu"]))
+    else:
+        rec.update(test_scores(cli))
+    if claim == "importance":
+        rec["bin_loss"] = per_bin_test_loss(cli.model, cli.datamodule)
+    return rec
+
+
+def run_adaptive(args, seed: int, out: Path) -> dict:
+    """Calibrate ε on validation for the uniform AR2Diff checkpoint of ``seed``; test at ε and at fixed K."""
+    from diffusion_lm.calibrate import calibrate
+    from diffusion_lm.diffusion import MaskPredictSampler
+
+    src = out / "importance" / "uniform" / f"seed{seed}" / "checkpoints" / "last.ckpt"
+    if not src.is_file():
+        raise SystemExit(f"[claims] adaptive needs {src}: run --claims importance --arms uniform --seeds {seed} first")
+    root = out / "adaptive" / "calibrated" / f"seed{seed}"
+    overrides = common(args, seed, root) + ["--trainer.limit_val_batches=1.0", "--trainer.logger=false",
+                                            f"--model.init_args.init_from={ensure_ar(args, out)}"]
+    cli = build([], overrides)
+    cal = calibrate(cli.trainer, cli.model, cli.datamodule, ckpt_path=str(src), epsilons=EPSILONS, output_dir=str(root),
+                    store=False)
+    rec = {"claim": "adaptive", "arm": "calibrated", "seed": seed, "checkpoint": str(src), "calibration": cal,
+           "epsilon": cal["chosen"]["epsilon"], **test_scores(cli)}
+    rec["fixed"] = []
+    for k in FIXED_KS:
+        cli.model.generator = MaskPredictSampler(steps=k, remask=True, schedule="linear")
+        rec["fixed"].append({"k": k, **test_scores(cli)})
+    rec["command"] = f"python benchmarks/claims.py --claims adaptive --seeds {seed}"
+    return rec
+
+
+def run_decode_length(args, out: Path) -> dict:
+    dest = out / "decode_length"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "decode_speed.py"), "--lengths", "64", "128", "256", "512", "1024",
+           "--batch-sizes", "1", "16", "--steps", "10", "--repeats", "3", "--out", str(dest)]
+    if args.gpu:
+        cmd += ["--device", "cuda", "--dtype", "bfloat16"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    import csv
+
+    device = "cuda" if args.gpu else "cpu"
+    with open(dest / f"decode_speed_{device}.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {"claim": "decode_length", "arm": device, "seed": 0, "rows": rows, "wall_s": time.perf_counter() - t0,
+            "command": shlex.join(["python", *[str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]])}
+
+
+def command_line(arm: Arm, seed: int) -> str:
+    cfg = " ".join(f"--config {c}" for c in [DEMO, *arm.overlays])
+    init = " --model.init_args.init_from=runs/claims/ar/last.ckpt" if arm.from_ar else ""
+    return f"diffusion-lm fit {cfg}{init} --seed_everything={seed} --trainer.max_steps={STEPS} " + " ".join(arm.overrides)
+
+
+def run_one(args, claim: str, name: str, seed: int) -> dict:
+    out = Path(args.out)
+    if claim == "adaptive":
+        return run_adaptive(args, seed, out)
+    if claim == "decode_length":
+        return run_decode_length(args, out)
+    return run_training_arm(args, claim, name, seed, out)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def records(out: Path, claim: str, name: str) -> list[dict]:
+    arm = CLAIMS[claim][name]
+    if arm.same_as and claim != "adaptive":
+        claim, name = arm.same_as.split("/")
+    d = out / claim / name
+    return [json.loads(p.read_text()) for p in sorted(d.glob("seed*.json"))]
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(xs), statistics.stdev(xs)) if len(xs) > 1 else (xs[0], float("nan"))
+
+
+def fmt(xs: list[float], digits: int = 2) -> str:
+    m, s = mean_std(xs)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f} (1 seed)"
+
+
+def verdict(base: list[float], other: list[float], higher_is_better: bool = True) -> str:
+    """confirmed / not confirmed / inconclusive (difference within 2 std, fewer than 3 seeds, or below the floor)."""
+    if len(base) < 3 or len(other) < 3:
+        return "inconclusive (fewer than 3 seeds)"
+    if max(statistics.fmean(base), statistics.fmean(other)) < FLOOR:
+        return f"inconclusive (both below {FLOOR:g} BLEU: noise)"
+    diff = statistics.fmean(other) - statistics.fmean(base)
+    spread = 2 * max(statistics.stdev(base), statistics.stdev(other))
+    if abs(diff) <= spread:
+        return f"inconclusive (difference {diff:+.2f} within 2 std = {spread:.2f})"
+    better = diff > 0 if higher_is_better else diff < 0
+    return f"{'confirmed' if better else 'not confirmed'} ({diff:+.2f}, 2 std = {spread:.2f})"
+
+
+def report_training(out: Path, claim: str) -> tuple[list[str], str, dict]:
+    base_name = QUESTIONS[claim][1]
+    lines = ["| arm | seeds | steps | train wall (s) | test BLEU | mean decode steps |", "|---|---:|---:|---:|---:|---:|"]
+    data, verdicts = {}, []
+    for name in CLAIMS[claim]:
+        recs = records(out, claim, name)
+        if not recs:
+            lines.append(f"| {name} | 0 | — | — | not run | — |")
+            continue
+        data[name] = recs
+        lines.append(f"| {name} | {len(recs)} | {recs[0]['steps']} | {fmt([r['train_s'] for r in recs], 0)} | "
+                     f"{fmt([r['bleu'] for r in recs])} | {fmt([r['decode_steps'] for r in recs], 1)} |")
+    if base_name in data:
+        base = [r["bleu"] for r in data[base_name]]
+        for name, recs in data.items():
+            if name != base_name:
+                verdicts.append(f"{name} vs {base_name}: {verdict(base, [r['bleu'] for r in recs])}")
+    return lines, "; ".join(verdicts) or "not run", data
+
+
+def report_adaptive(out: Path) -> tuple[list[str], str, dict]:
+    recs = records(out, "adaptive", "calibrated")
+    if not recs:
+        return ["not run"], "not run", {}
+    lines = ["| decoding | test BLEU | mean steps |", "|---|---:|---:|"]
+    eps = ", ".join(f"{r['epsilon']:g}" for r in recs)
+    lines.append(f"| adaptive, calibrated ε ({eps}) | {fmt([r['bleu'] for r in recs])} | "
+                 f"{fmt([r['decode_steps'] for r in recs], 1)} |")
+    for i, k in enumerate(FIXED_KS):
+        lines.append(f"| fixed K = {k} | {fmt([r['fixed'][i]['bleu'] for r in recs])} | {k} |")
+    full = [r["fixed"][-1]["bleu"] for r in recs]
+    ada = [r["bleu"] for r in recs]
+    saved = 1 - statistics.fmean(r["decode_steps"] for r in recs) / FIXED_KS[-1]
+    drop = statistics.fmean(full) - statistics.fmean(ada)
+    ok = 0.4 <= saved and drop <= 0.1
+    v = (f"{'confirmed' if ok else 'not confirmed'}: {100 * saved:.0f}% fewer steps than K = {FIXED_KS[-1]} "
+         f"at {-drop:+.2f} BLEU ({len(recs)} seeds; the claim: −40–60% steps at −0.1)")
+    return lines, v, {"calibrated": recs}
+
+
+def report_decode(out: Path) -> tuple[list[str], str, dict]:
+    recs = sorted((out / "decode_length").glob("*.json"))
+    if not recs:
+        return ["not run"], "not run", {}
+    rec = json.loads(recs[0].read_text())
+    rows = rec["rows"]
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return lines, decode_verdict(rows), {"cpu": [rec]}
+
+
+def decode_verdict(rows: list[dict]) -> str:
+    ar_key = next(k for k in rows[0] if k.startswith("ar"))
+    df_key = next(k for k in rows[0] if k.startswith("diff"))
+    faster = [(r["batch"], r["length"]) for r in rows if float(r[df_key]) < float(r[ar_key])]
+    if not faster:
+        return "not confirmed on this device: AR with a KV cache is faster at every length and batch"
+    return "diffusion faster at (batch, length) " + ", ".join(f"({b}, {n})" for b, n in faster)
+
+
+def plot(out: Path, claim: str, data: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if claim == "adaptive":
+        recs = data["calibrated"]
+        for r in recs:
+            axes[0].plot([e["k"] for e in r["fixed"]], [e["bleu"] for e in r["fixed"]], "o-", color="grey", alpha=0.6)
+            axes[0].plot([r["decode_steps"]], [r["bleu"]], "r*", ms=12)
+            c = r["calibration"]["curve"]
+            axes[1].plot([p["mean_steps"] for p in c], [p["metric"] for p in c], "o-", label=f"seed {r['seed']}")
+        axes[0].set(xlabel="mean decoding steps", ylabel="test SacreBLEU", title="fixed K (grey) vs calibrated ε (★)")
+        axes[1].set(xlabel="mean decoding steps", ylabel="validation SacreBLEU", title="calibration sweep over ε")
+        axes[1].legend(fontsize=8)
+    elif claim == "decode_length":
+        rows = data["cpu"][0]["rows"]
+        ar_key = next(k for k in rows[0] if k.startswith("ar"))
+        df_key = next(k for k in rows[0] if k.startswith("diff"))
+        for ax, b in zip(axes, sorted({r["batch"] for r in rows}, key=int)):
+            sel = [r for r in rows if r["batch"] == b]
+            ax.plot([int(r["length"]) for r in sel], [float(r[ar_key]) for r in sel], "o-", label="AR, KV cache")
+            ax.plot([int(r["length"]) for r in sel], [float(r[df_key]) for r in sel], "s-", label="diffusion, 10 steps")
+            ax.set(xscale="log", yscale="log", xlabel="output length (tokens)", ylabel="seconds per batch", title=f"batch {b}")
+            ax.legend(fontsize=8)
+    else:
+        names = list(data)
+        bleu = [[r["bleu"] for r in data[n]] for n in names]
+        axes[0].bar(names, [statistics.fmean(b) for b in bleu], yerr=[statistics.stdev(b) if len(b) > 1 else 0 for b in bleu],
+                    capsize=4, color="#3a7")
+        for i, b in enumerate(bleu):
+            axes[0].plot([i] * len(b), b, "k.", ms=5)
+        axes[0].axhline(FLOOR, color="red", ls=":", lw=1, label=f"noise floor ({FLOOR:g})")
+        axes[0].set(ylabel="test SacreBLEU (mean ± std, dots: seeds)", title=claim)
+        axes[0].legend(fontsize=8)
+        plt.setp(axes[0].get_xticklabels(), rotation=20, ha="right", fontsize=8)
+        if claim == "importance":
+            for n in names:
+                losses = [r["bin_loss"] for r in data[n] if "bin_loss" in r]
+                if losses:
+                    K = len(losses[0])
+                    axes[1].plot([(k + 0.5) / K for k in range(K)], [statistics.fmean(x[k] for x in losses) for k in range(K)],
+                                 "o-", ms=3, label=n)
+            axes[1].set(xlabel="t (masked share)", ylabel="test loss (mean over seeds)", title="test loss per noise level")
+            axes[1].legend(fontsize=8)
+        elif any("by_k" in r for recs in data.values() for r in recs):
+            for n in names:
+                recs = [r for r in data[n] if "by_k" in r]
+                if recs:
+                    ks = [e["k"] for e in recs[0]["by_k"]]
+                    axes[1].plot(ks, [statistics.fmean(r["by_k"][i]["bleu"] for r in recs) for i in range(len(ks))], "o-", label=n)
+            axes[1].set(xscale="log", xlabel="K", ylabel="test SacreBLEU", title="BLEU vs K")
+            axes[1].legend(fontsize=8)
+        else:
+            axes[1].axis("off")
+    fig.tight_layout()
+    tmp = dest.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, dest)
+    plt.close(fig)
+
+
+BEGIN, END = "<!-- claims:begin (generated by benchmarks/claims.py --report) -->", "<!-- claims:end -->"
+
+
+def report(out: Path, docs: Path) -> dict[str, str]:
+    (docs / "results" / "claims").mkdir(parents=True, exist_ok=True)
+    sections, verdicts = [], {}
+    for claim in CLAIMS:
+        if claim == "adaptive":
+            lines, v, data = report_adaptive(out)
+        elif claim == "decode_length":
+            lines, v, data = report_decode(out)
+        else:
+            lines, v, data = report_training(out, claim)
+        verdicts[claim] = v
+        png = docs / "results" / "claims" / f"{claim}.png"
+        if data:
+            plot(out, claim, data, png)
+            tmp = png.with_suffix(".tmp.json")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, png.with_suffix(".json"))
+        cmds = sorted({r.get("command", "") for recs in data.values() for r in recs} - {""})
+        wall = sum(r.get("train_s", 0) + r.get("test_s", 0) + r.get("wall_s", 0) for recs in data.values() for r in recs)
+        sections.append("\n".join([
+            f"### `{claim}` — {QUESTIONS[claim][0]}", "",
+            f"**Verdict: {v}**", "", *lines, "",
+            *([f"![{claim}](results/claims/{claim}.png)", ""] if data else []),
+            f"Command: `python benchmarks/claims.py --claims {claim}`; measured wall time {wall / 60:.0f} min. Runs:", "",
+            *[f"    {c}" for c in cmds], ""]))
+    for claim, (cmd, why) in ELSEWHERE.items():
+        verdicts[claim] = "not run on the CPU"
+        sections.append(f"### `{claim}` — {QUESTIONS[claim][0]}\n\n**Verdict: not run on the CPU** — {why}.\n\n"
+                        f"Command (GPU):\n\n    {cmd}\n")
+    summary = ["| claim | verdict |", "|---|---|"] + [f"| `{c}` | {v} |" for c, v in verdicts.items()]
+    block = "\n".join([BEGIN, "", *summary, "", *sections, END])
+    page = docs / "results.md"
+    text = page.read_text() if page.is_file() else "# Results\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in text:
+        text += "\n" + BEGIN + "\n" + END + "\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(head + block + tail)
+    os.replace(tmp, page)
+    return verdicts
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--claims", nargs="+", default=None, choices=list(CLAIMS), help=f"default: {' '.join(CPU_CLAIMS)} (CPU)")
+    p.add_argument("--arms", nargs="+", default=None, help="only these arms of the chosen claims")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--gpu", action="store_true", help=f"bf16, 16k-token batches, {GPU_STEPS} steps per arm")
+    p.add_argument("--steps", type=int, default=None, help=f"training steps per arm (default {STEPS}; --gpu {GPU_STEPS})")
+    p.add_argument("--out", default="runs/claims")
+    p.add_argument("--docs", default=str(ROOT / "docs"))
+    p.add_argument("--report", action="store_true", help="only aggregate what is written")
+    p.add_argument("--run-prefix", default="", help="command prefix for each run's process (e.g. 'nice -n 5')")
+    p.add_argument("--one", nargs=3, metavar=("CLAIM", "ARM", "SEED"), help=argparse.SUPPRESS)  # internal
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.one:
+        claim, name, seed = args.one[0], args.one[1], int(args.one[2])
+        rec = run_one(args, claim, name, seed)
+        dest = out / claim / name / f"seed{seed}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        os.replace(tmp, dest)
+        return
+    if not args.report:
+        for claim in args.claims or (list(CLAIMS) if args.gpu else CPU_CLAIMS):
+            for name, arm in CLAIMS[claim].items():
+                if (args.arms and name not in args.arms) or (arm.same_as and claim != "adaptive"):
+                    continue
+                for seed in ([0] if claim == "decode_length" else args.seeds):
+                    dest = out / claim / name / f"seed{seed}.json"
+                    if dest.is_file():
+                        print(f"[claims] {claim}/{name}/seed{seed}: done before, skipped", flush=True)
+                        continue
+                    print(f"[claims] {claim}/{name}/seed{seed} …", flush=True)
+                    cmd = shlex.split(args.run_prefix) + [sys.executable, __file__, "--one", claim, name, str(seed),
+                                                          "--out", str(out)] + (["--gpu"] if args.gpu else []) + \
+                        (["--steps", str(args.steps)] if args.steps else [])
+                    subprocess.run(cmd, check=True, cwd=ROOT)
+    for c, v in report(out, Path(args.docs)).items():
+        print(f"[claims] {c}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -59,6 +59,10 @@ tensorboard: install ## TensorBoard on runs/ (losses, per-timestep statistics, s
 bench-quality: install ## every recipe family at one size and wall-clock budget on Multi30k: BLEU table + PNG (≤ 60 min on CPU)
 	$(PY) benchmarks/quality.py $(if $(HAS_GPU),--gpu) $(ARGS)
 
+.PHONY: claims
+claims: install ## the three papers' claims, 3 seeds per arm → docs/results.md (resumable; ≈ 2 h on 2 CPU cores)
+	$(PY) benchmarks/claims.py $(if $(HAS_GPU),--gpu) $(ARGS)
+
 .PHONY: bench-train
 bench-train: install ## training tokens/s + MFU: Lightning recipe vs a bare PyTorch loop (docs/performance.md)
 	@mkdir -p runs

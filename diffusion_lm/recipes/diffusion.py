@@ -11,7 +11,7 @@ from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.generate import DDIMSampler, Generator
 from ..diffusion.process import DiffusionProcess, LossOutput
 from ..diffusion.timesteps import TimestepSampler, UniformSampler
-from ..metrics.timestep_plots import log_timestep_curves
+from ..metrics.timestep_plots import TimestepBoard
 from ..metrics.timestep_stats import TimestepLossStats
 from ..models.config import DenoiserConfig
 from ..models.denoiser import Denoiser
@@ -47,6 +47,7 @@ class DiffusionRecipe(BaseRecipe):
         self.timestep_sampler = timestep_sampler or UniformSampler()
         self.generator = generator or DDIMSampler()
         self.eval_timesteps = UniformSampler()  # val/test loss: uniform t whatever the training sampler
+        self.timestep_board = TimestepBoard()
         self.timestep_stats = TimestepLossStats(timestep_bins or getattr(self.timestep_sampler, "num_bins", 20))
 
     def setup(self, stage: str) -> None:
@@ -93,7 +94,7 @@ class DiffusionRecipe(BaseRecipe):
         if not self.trainer.is_global_zero or self.logger is None:
             return
         curves = {"loss_mean": stats["mean"], "loss_var": stats["var"], **self.timestep_sampler.curves()}
-        log_timestep_curves(self.logger, curves, self.global_step)
+        self.timestep_board.log(self.logger, curves, self.global_step)
 
     # ------------------------------------------------------------------ generation
     def target_lengths(self, batch: dict[str, Any], model: Denoiser) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""benchmarks/claims.py: verdicts, the report page and the CLI build of every arm (no training)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+claims = pytest.importorskip("claims")
+
+
+def test_verdicts_need_three_seeds_the_floor_and_two_std():
+    assert claims.verdict([15.0, 15.2], [17, 17.1, 17.2]).startswith("inconclusive (fewer than 3 seeds")
+    assert claims.verdict([1.0, 1.2, 1.1], [3.0, 3.1, 3.2]).startswith("inconclusive (both below")
+    assert claims.verdict([15.0, 15.5, 16.0], [15.4, 15.9, 16.4]).startswith("inconclusive (difference +0.40")
+    assert claims.verdict([15.0, 15.1, 15.2], [16.0, 16.1, 16.2]).startswith("confirmed (+1.00")
+    assert claims.verdict([15.0, 15.1, 15.2], [14.0, 14.1, 14.2]).startswith("not confirmed (-1.00")
+
+
+def write(path: Path, rec: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+
+
+def run(arm, seed, bleu, **kw):
+    return {"claim": "importance", "arm": arm, "seed": seed, "steps": 1800, "train_s": 200.0 + seed, "test_s": 20.0,
+            "bleu": bleu, "decode_steps": 20.0, "command": f"cmd {arm} {seed}", "bin_loss": [1.0, 2.0, 3.0], **kw}
+
+
+def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    for s, (u, a) in enumerate([(15.0, 16.0), (15.1, 16.1), (15.2, 16.2)]):
+        write(out / "importance" / "uniform" / f"seed{s}.json", run("uniform", s, u))
+        write(out / "importance" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, a))
+        write(out / "adaptive" / "calibrated" / f"seed{s}.json",
+              {"seed": s, "epsilon": 0.1, "bleu": u - 0.05, "decode_steps": 9.0, "test_s": 10.0,
+               "fixed": [{"k": k, "bleu": u} for k in claims.FIXED_KS],
+               "calibration": {"curve": [{"epsilon": 0.0, "metric": u, "mean_steps": 20.0}]}, "command": "c"})
+    docs.mkdir()
+    (docs / "results.md").write_text("# Results\n\nhand-written intro\n\n" + claims.BEGIN + "\nold\n" + claims.END + "\n\n## Other\nkept\n")
+    verdicts = claims.report(out, docs)
+    assert verdicts["importance"].startswith("alpha_1 vs uniform: confirmed (+1.00")
+    assert verdicts["adaptive"].startswith("confirmed: 55% fewer steps")
+    assert verdicts["ar2diff"].startswith("ar2diff vs diffusion_scratch") is False  # its other arms never ran
+    page = (docs / "results.md").read_text()
+    assert "hand-written intro" in page and "## Other\nkept" in page and "\nold\n" not in page
+    assert "| alpha_1 | 3 | 1800 |" in page and "not run on the CPU" in page
+    for claim in ("importance", "adaptive", "ar2diff"):
+        assert (docs / "results" / "claims" / f"{claim}.png").stat().st_size > 1000
+    assert json.loads((docs / "results" / "claims" / "importance.json").read_text())["alpha_1"][0]["bleu"] == 16.0
+
+
+@pytest.mark.parametrize("claim", ["importance", "ar2diff", "fastdiss"])
+def test_every_training_arm_parses_through_the_cli(claim, capsys, monkeypatch):
+    import yaml
+
+    from diffusion_lm.cli import main
+
+    monkeypatch.chdir(claims.ROOT)
+    for name, arm in claims.CLAIMS[claim].items():
+        if arm.same_as:
+            continue
+        args = [a for c in [claims.DEMO, *arm.overlays] for a in ("--config", c)] + claims.settings(False) + arm.overrides
+        with pytest.raises(SystemExit) as e:
+            main(["fit", *args, "--print_config"])
+        assert e.value.code == 0, name
+        model = yaml.safe_load(capsys.readouterr().out)["model"]
+        sampler = model["init_args"].get("timestep_sampler") or {}
+        if name.startswith("alpha_"):
+            assert sampler["class_path"].endswith("ImportanceSampler")
+            assert sampler["init_args"]["alpha"] == float(name.split("_")[1])
+        else:
+            assert not str(sampler.get("class_path", "")).endswith("ImportanceSampler"), name

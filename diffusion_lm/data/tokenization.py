@@ -35,6 +35,7 @@ class TextTokenizer:
         self.pad_id: int = t.pad_token_id if t.pad_token_id is not None else eos
         self.mask_id: int | None = t.mask_token_id
         self.special_ids = frozenset(i for i in (self.eos_id, self.sep_id, self.pad_id, self.mask_id) if i is not None)
+        self._digest: str | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -42,6 +43,13 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return self.hf(list(texts), add_special_tokens=False)["input_ids"]
+
+    def digest(self) -> str:
+        """Identifies the vocabulary and encoding rules (a hash of ``tokenizer.json``): caches of token ids
+        are keyed by it."""
+        if self._digest is None:
+            self._digest = hashlib.sha1(self.hf.backend_tokenizer.to_str().encode()).hexdigest()[:12]
+        return self._digest
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode([int(i) for i in ids if int(i) not in self.special_ids], skip_special_tokens=True).strip()

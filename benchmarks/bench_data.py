@@ -131,7 +131,9 @@ def run_phase(args, phase: str) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--out", str(args.out), "--vocab", str(args.vocab),
            "--max-tokens", str(args.max_tokens), "--loader-batches", str(args.loader_batches),
            "--ddp-steps", str(args.ddp_steps)]
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if res.returncode:
+        sys.exit(f"phase {phase} failed:\n{res.stderr[-4000:]}")
     result = json.loads(res.stdout.strip().splitlines()[-1])
     print(f"{phase}: {json.dumps(result)}", flush=True)
     return result

@@ -203,3 +203,24 @@ def test_bpe_is_trained_on_a_bounded_sample(toy_root):
     assert len(list(toy_datamodule(toy_root, bpe_train_samples=50).bpe_texts())) == 100  # source and target of 50
     train = toy_datamodule(toy_root).load_split("train")
     assert list(toy_datamodule(toy_root).bpe_texts()) == [t for ex in train for t in (ex["src"], ex["tgt"])]
+
+
+def test_prepare_command_builds_and_reports_the_caches(toy_root, tmp_path, capsys):
+    import yaml
+
+    from diffusion_lm.cli import main
+
+    data = {"class_path": "diffusion_lm.data.Seq2SeqDataModule",
+            "init_args": {"dataset": "toy", "data_dir": str(toy_root), "bpe_vocab_size": 300, "max_src_len": 24,
+                          "max_tgt_len": 24, "cache_dir": str(tmp_path / "cache")}}
+    model = {"class_path": "diffusion_lm.recipes.FromScratch", "init_args": {"denoiser": {"d_model": 32, "n_layers": 1,
+                                                                                          "n_heads": 2}}}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model": model, "data": data}))
+    main(["prepare", "--config", str(cfg), "--splits", "train", "validation", "--data.init_args.max_src_len=20"])
+    out = capsys.readouterr().out
+    dm = toy_datamodule(toy_root, cache_dir=str(tmp_path / "cache"), max_src_len=20)
+    for split, n in (("train", 400), ("validation", 40)):
+        path = dm.cache_path(split)
+        assert (path / "meta.json").is_file() and f"{split}: {n} examples" in out and str(path) in out
+    assert not dm.cache_path("test").exists()

@@ -91,19 +91,19 @@ class CachedPairDataset(PairDataset):
         self._open(Path(state["path"]))
 
 
-def reservoir(rows: Iterable[dict], k: int, seed: int = 0) -> list[dict]:
-    """A uniform sample of ``k`` rows (Vitter's algorithm R) in their original order; all rows when there
+def reservoir(items: Iterable[Any], k: int, seed: int = 0) -> list[Any]:
+    """A uniform sample of ``k`` items (Vitter's algorithm R) in their original order; all items when there
     are at most ``k``."""
     rng = random.Random(seed)
-    kept: list[tuple[int, dict]] = []
-    for i, row in enumerate(rows):
+    kept: list[tuple[int, Any]] = []
+    for i, item in enumerate(items):
         if i < k:
-            kept.append((i, row))
+            kept.append((i, item))
         else:
             j = rng.randrange(i + 1)
             if j < k:
-                kept[j] = (i, row)
-    return [row for _, row in sorted(kept, key=lambda t: t[0])]
+                kept[j] = (i, item)
+    return [item for _, item in sorted(kept, key=lambda t: t[0])]
 
 
 class Seq2SeqCollator:
@@ -349,9 +349,10 @@ class Seq2SeqDataModule(TokenizedDataModule):
 
     def bpe_texts(self) -> Iterator[str]:
         """Source and target of each sampled training pair, in file order."""
-        for ex in self.examples_of(reservoir(self.limited_rows("train"), self.bpe_train_samples), "train"):
-            yield ex["src"]
-            yield ex["tgt"]
+        pairs = ((ex["src"], ex["tgt"]) for ex in map(self.to_example, self.limited_rows("train")))
+        for src, tgt in reservoir(pairs, self.bpe_train_samples):  # two strings per kept pair, not the row
+            yield src
+            yield tgt
 
     @property
     def max_len(self) -> int:

@@ -36,13 +36,28 @@ class TextTokenizer:
         self.mask_id: int | None = t.mask_token_id
         self.special_ids = frozenset(i for i in (self.eos_id, self.sep_id, self.pad_id, self.mask_id) if i is not None)
         self._digest: str | None = None
+        self._direct = self._can_encode_directly(hf_tokenizer)
 
     @property
     def vocab_size(self) -> int:
         return len(self.hf)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._direct:
+            return [e.ids for e in self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         return self.hf(list(texts), add_special_tokens=False)["input_ids"]
+
+    @staticmethod
+    def _can_encode_directly(hf_tokenizer) -> bool:
+        """Whether ``encode`` may call the Rust tokenizer directly (2.6x faster than ``__call__``, which also
+        builds attention masks and a ``BatchEncoding``). It gives the same ids for the plain fast-tokenizer
+        class (trained BPEs, checkpoint tokenizers) when the backend adds no truncation, padding or special-token
+        splitting of its own (``__call__`` resets those); subclasses keep ``__call__``."""
+        from transformers import PreTrainedTokenizerFast
+
+        backend = hf_tokenizer.backend_tokenizer
+        return (type(hf_tokenizer) is PreTrainedTokenizerFast and backend.truncation is None and backend.padding is None
+                and not hf_tokenizer.split_special_tokens and not backend.encode_special_tokens)
 
     def digest(self) -> str:
         """Identifies the vocabulary and encoding rules (a hash of ``tokenizer.json``): caches of token ids

@@ -122,7 +122,8 @@ def test_an_interrupted_build_leaves_nothing_that_is_read(toy_root, tmp_path, mo
     assert not stale.exists() and len(dm.datasets["train"]) == 400
     reference = toy_datamodule(toy_root, token_cache=False)
     reference.setup("fit")
-    assert np.array_equal(dm.datasets["train"].src, reference.datasets["train"].src)
+    assert all(np.array_equal(dm.datasets["train"][i]["src_ids"], reference.datasets["train"][i]["src_ids"])
+               for i in range(400))
 
 
 def _rank(root: str, cache: str, log: str, barrier, queue) -> None:
@@ -139,7 +140,7 @@ def _rank(root: str, cache: str, log: str, barrier, queue) -> None:
     barrier.wait()
     dm.setup("fit")
     ds = dm.datasets["train"]
-    queue.put((str(ds.cache.path), int(ds.src.sum()), len(ds)))
+    queue.put((str(ds.cache.path), sum(int(ds[i]["tgt_ids"].sum()) for i in range(len(ds))), len(ds)))
 
 
 def test_two_ranks_share_one_cache(toy_root, tmp_path):
@@ -224,3 +225,15 @@ def test_prepare_command_builds_and_reports_the_caches(toy_root, tmp_path, capsy
         path = dm.cache_path(split)
         assert (path / "meta.json").is_file() and f"{split}: {n} examples" in out and str(path) in out
     assert not dm.cache_path("test").exists()
+
+
+def test_batched_fetch_equals_item_fetch(toy_root):
+    dm = toy_datamodule(toy_root)
+    dm.setup("validate")
+    ds = dm.datasets["validation"]
+    rows = [5, 0, 39, 5, 12]
+    batch = ds.__getitems__(rows)
+    for i, item in zip(rows, batch):
+        single = ds[i]
+        assert item.keys() == single.keys() and all(np.array_equal(item[k], single[k]) for k in item)
+        assert item["src_ids"].dtype == np.int32

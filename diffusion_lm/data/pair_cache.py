@@ -1,6 +1,7 @@
 """Tokenised (source, target) pairs on disk: built once, memory-mapped by every process.
 
-Layout of one cache (a folder; fairseq's ``.bin``/``.idx`` binarisation in spirit)::
+Layout of one cache (a folder; fairseq's ``.bin``/``.idx`` binarisation in spirit; see :class:`PairCache` for
+how rows are read)::
 
     src.bin  tgt.bin            token ids of all rows back to back (uint16 when the vocabulary fits, else int32)
     src_off.npy  tgt_off.npy    (N + 1,) int64 row offsets into the token files
@@ -186,25 +187,29 @@ def cache_size(path: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _map(path: Path, dtype: str) -> np.ndarray:
-    if path.stat().st_size == 0:  # np.memmap refuses empty files
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
 class PairCache:
-    """The memory maps of one built cache (nothing is read into memory until a row is fetched)."""
+    """One built cache. The row offsets are memory-mapped (8 bytes a row and side); a row's tokens and
+    example are read with ``os.pread`` when it is fetched. Mapping the token and example files too would
+    make every page a rank ever touched count in its resident memory (under random access that is the
+    whole cache after one epoch, once per rank in ``ru_maxrss``); read calls go through the page cache,
+    which all ranks share, and cost a few microseconds a row."""
+
+    FILES = ("src.bin", "tgt.bin", "examples.bin")
+    _fds: list[int] = []  # until __init__ has opened them
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.meta = json.loads((self.path / META).read_text())
-        dtype = self.meta["dtype"]
-        self.src = _map(self.path / "src.bin", dtype)
-        self.tgt = _map(self.path / "tgt.bin", dtype)
-        self.examples = _map(self.path / "examples.bin", "uint8")
-        self.src_off = np.load(self.path / "src_off.npy", mmap_mode="r")
-        self.tgt_off = np.load(self.path / "tgt_off.npy", mmap_mode="r")
-        self.examples_off = np.load(self.path / "examples_off.npy", mmap_mode="r")
+        self.dtype = np.dtype(self.meta["dtype"])
+        # plain ndarray views of the maps: np.memmap indexing goes through Python-level overrides
+        self.src_off, self.tgt_off, self.examples_off = (
+            np.load(self.path / f"{name}_off.npy", mmap_mode="r").view(np.ndarray) for name in ("src", "tgt", "examples"))
+        # pread takes the offset, so forked DataLoader workers may share these descriptors
+        self._fds = [os.open(self.path / name, os.O_RDONLY) for name in self.FILES]
+
+    def __del__(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
 
     def __len__(self) -> int:
         return int(self.meta["rows"])
@@ -213,5 +218,27 @@ class PairCache:
     def truncated(self) -> int:
         return int(self.meta["truncated"])
 
-    def example(self, i: int) -> dict:
-        return json.loads(self.examples[self.examples_off[i] : self.examples_off[i + 1]].tobytes())
+    def _read(self, fd: int, off: np.ndarray, rows: list[int], itemsize: int) -> tuple[bytes, np.ndarray]:
+        """The bytes of ``rows`` back to back, and each row's length in items."""
+        starts, stops = off[rows], off[np.add(rows, 1)]
+        data = b"".join(os.pread(fd, (b - a) * itemsize, a * itemsize) for a, b in zip(starts.tolist(), stops.tolist()))
+        return data, stops - starts
+
+    def _token_rows(self, fd: int, off: np.ndarray, rows: list[int]) -> list[np.ndarray]:
+        data, lens = self._read(fd, off, rows, self.dtype.itemsize)
+        flat = np.frombuffer(data, dtype=self.dtype).astype(np.int32)  # (sum of lens,)
+        ends = np.cumsum(lens).tolist()
+        return [flat[b - n : b] for b, n in zip(ends, lens.tolist())]
+
+    def src_rows(self, rows: list[int]) -> list[np.ndarray]:
+        """Source ids of ``rows`` (int32), one read call a row."""
+        return self._token_rows(self._fds[0], self.src_off, rows)
+
+    def tgt_rows(self, rows: list[int]) -> list[np.ndarray]:
+        return self._token_rows(self._fds[1], self.tgt_off, rows)
+
+    def examples_of(self, rows: list[int]) -> list[dict]:
+        """The examples of ``rows``, parsed as one JSON array."""
+        starts, stops = self.examples_off[rows], self.examples_off[np.add(rows, 1)]
+        blobs = (os.pread(self._fds[2], b - a, a) for a, b in zip(starts.tolist(), stops.tolist()))
+        return json.loads(b"[" + b",".join(blobs) + b"]")

@@ -3,8 +3,8 @@ as a prefix LM and batched by token budget.
 
 Rows are read as a stream (never a Python list of the whole split) and tokenised once per (files,
 tokenizer, length limits, direction, limit) into an on-disk cache (:mod:`~diffusion_lm.data.pair_cache`)
-by ``prepare_data``, in parallel over the cores; ``setup`` of every process then memory-maps that cache,
-so no rank holds the text or a per-row Python object. ``token_cache=False`` tokenises into memory instead
+by ``prepare_data``, in parallel over the cores; ``setup`` of every process then opens that cache (row
+offsets memory-mapped, rows read on demand), so no rank holds the text or a per-row Python object. ``token_cache=False`` tokenises into memory instead
 (the same items; ``predict`` always does, its inputs are small and often one-off files)."""
 
 from __future__ import annotations
@@ -58,31 +58,45 @@ class PairDataset(Dataset):
     def tgt_len(self) -> np.ndarray:
         return np.diff(self.tgt_off)
 
+    def src_ids(self, i: int) -> np.ndarray:
+        return self.src[self.src_off[i] : self.src_off[i + 1]]
+
+    def tgt_ids(self, i: int) -> np.ndarray:
+        return self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]]
+
     def example(self, i: int) -> dict:
         return self.examples[i]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {
-            "src_ids": np.asarray(self.src[self.src_off[i] : self.src_off[i + 1]], dtype=np.int32),
-            "tgt_ids": np.asarray(self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]], dtype=np.int32),
-            "index": i,
-            **self.example(i),
-        }
+        return {"src_ids": self.src_ids(i), "tgt_ids": self.tgt_ids(i), "index": i, **self.example(i)}
 
 
 class CachedPairDataset(PairDataset):
-    """The same items, read from a memory-mapped :class:`~diffusion_lm.data.pair_cache.PairCache`; it
-    pickles as its path (DataLoader workers and spawned ranks map the files themselves)."""
+    """The same items, read from a :class:`~diffusion_lm.data.pair_cache.PairCache`; it pickles as its path
+    (DataLoader workers and spawned ranks open the files themselves)."""
 
     def __init__(self, path: str | Path) -> None:
         self._open(Path(path))
 
     def _open(self, path: Path) -> None:
         self.cache = PairCache(path)
-        self.src, self.src_off, self.tgt, self.tgt_off = self.cache.src, self.cache.src_off, self.cache.tgt, self.cache.tgt_off
+        self.src_off, self.tgt_off = self.cache.src_off, self.cache.tgt_off
+
+    def src_ids(self, i: int) -> np.ndarray:
+        return self.cache.src_rows([i])[0]
+
+    def tgt_ids(self, i: int) -> np.ndarray:
+        return self.cache.tgt_rows([i])[0]
 
     def example(self, i: int) -> dict:
-        return self.cache.example(i)
+        return self.cache.examples_of([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A whole batch at once (``DataLoader`` calls this with a batch sampler): one vectorised offset lookup
+        per file and one JSON parse, the same items as ``[self[i] for i in indices]``."""
+        rows = [int(i) for i in indices]
+        return [{"src_ids": s, "tgt_ids": t, "index": i, **ex} for i, s, t, ex in
+                zip(rows, self.cache.src_rows(rows), self.cache.tgt_rows(rows), self.cache.examples_of(rows))]
 
     def __getstate__(self) -> dict:
         return {"path": str(self.cache.path)}

@@ -21,7 +21,6 @@ the real (non-padding) tokens per second of the training loader alone (``num_wor
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -36,8 +35,6 @@ from typing import Any
 import numpy as np
 
 from .atomic import current_umask
-
-log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 META = "meta.json"

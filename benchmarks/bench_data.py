@@ -8,8 +8,8 @@ validation/test splits, trains the BPE once, then measures, each phase in a fres
 
 * ``first``: ``prepare_data()`` + ``setup("fit")`` with an empty token cache (tokenised in parallel, written);
 * ``cached``: the same with the cache built (every later launch and every other rank);
-* ``memory`` (``--in-memory``): the in-memory path (``token_cache=False``), the way every rank worked before
-  the cache: reading all rows, tokenising in the main process, keeping the text;
+* ``memory`` (``--in-memory``): the in-memory path (``token_cache=False``): every process reads all rows,
+  tokenises them in its main thread and keeps the text;
 * ``ddp``: ``fit`` of a tiny denoiser for a few steps with 2 ``ddp_spawn`` CPU ranks on the cached data;
   each rank reports its peak RSS.
 

@@ -397,7 +397,7 @@ class Seq2SeqDataModule(TokenizedDataModule):
         return self.cache_dir / "pairs" / f"{name}-{split}-{cache_digest(self.cache_key(split))}"
 
     def build_cache(self, split: str) -> Path:
-        """The cache of ``split``, tokenised now unless a complete one exists (any process may call it;
+        """The cache of ``split``, tokenised by this call unless a complete one exists (any process may call it;
         one builds, the others wait and then map the same files)."""
         path = self.cache_path(split)
         return build_or_open(path, lambda: self._write_cache(split, path))

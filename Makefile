@@ -75,6 +75,18 @@ GPU_CHECK_ARGS ?=
 gpu-check: $(if $(filter command line,$(origin PY)),,install) ## GPU figures in one ≤ 8 min run → docs/results/gpu_check.md (SMOKE=1: CPU toy run)
 	$(PY) benchmarks/gpu_check.py $(if $(SMOKE),--smoke) $(GPU_CHECK_ARGS) $(ARGS)
 
+# prepare: the tokenizer and tokenised splits of a config, cached once (fit builds missing ones itself)
+PREPARE_CONFIG ?= experiments/wmt14/from_scratch.yaml
+.PHONY: prepare prepare-multi30k bench-data
+prepare: install ## tokenise a config's splits into the data cache before a (multi-node) run (PREPARE_CONFIG=…)
+	$(CLI) prepare --config $(PREPARE_CONFIG) $(ARGS)
+
+prepare-multi30k: install ## tokenise Multi30k for experiments/multi30k/from_scratch.yaml and print the cache paths
+	$(CLI) prepare --config experiments/multi30k/from_scratch.yaml $(ARGS)
+
+bench-data: install ## data set-up at 1 M pairs: first-run/cached setup, RSS per DDP rank, loader tokens/s (docs/performance.md)
+	$(PY) benchmarks/bench_data.py $(ARGS)
+
 train-multi30k: install ## Multi30k en→de from scratch (ARGS="--trainer.max_steps=…" to override)
 	$(CLI) fit --config experiments/multi30k/from_scratch.yaml $(DEVICE_ARGS) $(ARGS)
 

@@ -6,6 +6,7 @@
     diffusion-lm calibrate --config … --ckpt_path runs/…/last.ckpt      (ε of adaptive early stopping)
     diffusion-lm predict --config … --ckpt_path runs/…/last.ckpt --output generations.jsonl
     diffusion-lm distill --ckpt_path runs/…/teacher.ckpt --output_dir runs/distill   (sequence-level KD data)
+    diffusion-lm prepare --config experiments/wmt14/from_scratch.yaml   (tokenise the splits into the data cache)
 
 Configs are OmegaConf-resolved YAML (``${…}`` interpolation inside one file); components are
 injected with ``class_path``. Errors caused by the user's input (data, config values,
@@ -88,8 +89,14 @@ def _distill(argv: list[str]) -> None:
     distill_main(argv)
 
 
+def _prepare(argv: list[str]) -> None:
+    from .prepare import main as prepare_main
+
+    prepare_main(argv)
+
+
 # commands with their own argument parser: they build no Trainer, so LightningCLI does not parse them
-STANDALONE_COMMANDS = {"distill": _distill}
+STANDALONE_COMMANDS = {"distill": _distill, "prepare": _prepare}
 
 
 def _ckpt_path_arg(args: list[str]) -> str | None:

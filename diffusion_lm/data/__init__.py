@@ -1,4 +1,4 @@
-from .benchmarks import IWSLT14, MBPP, WMT14, CommonGen, Multi30k, SQuAD, XSum
+from .tasks import IWSLT14, MBPP, WMT14, CommonGen, Multi30k, SQuAD, XSum
 from .corpus import TextCorpus, WikiText
 from .seq2seq import Seq2SeqDataModule
 from .tokenization import TextTokenizer

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -31,7 +31,7 @@ def atomic_output(path: str | Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); the result is an ordinary file
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private (0600); the result is an ordinary file
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -33,13 +33,11 @@ from torchmetrics import Metric
 from ..errors import DataError
 from ..metrics.text import default_metrics
 from .jsonl import find_split_file, iter_jsonl, open_text
-from .seq2seq import DATA_ENV, resolve_cache_dir, resolve_data_root
-from .base import TokenizedDataModule
-from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
+from .atomic import atomic_output
+from .base import DATA_ENV, TokenizedDataModule, resolve_cache_dir, resolve_data_root, stage_splits
+from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
 
 
 def pack(stream: np.ndarray, block_size: int) -> np.ndarray:
@@ -245,23 +243,17 @@ class TextCorpus(TokenizedDataModule):
         return "|".join(parts) or f"hub:{self.hub_id}:{self.hub_config}:{self.splits.get(split, split)}"
 
     # ------------------------------------------------------------------ tokenizer
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            if self.tokenizer_name:
-                self._tokenizer = load_pretrained_tokenizer(self.tokenizer_name)
-            else:
-                def texts() -> Iterator[str]:
-                    n = 0
-                    for doc in self.documents("train"):
-                        yield doc
-                        n += len(doc)
-                        if n >= self.bpe_train_chars:
-                            return
+    def bpe_key(self) -> str:
+        return f"corpus|{self._source_key('train')}|{self.bpe_train_chars}"
 
-                key = f"corpus|{self._source_key('train')}|{self.bpe_train_chars}"
-                self._tokenizer = cached_bpe(self.cache_dir, key, texts, self.bpe_vocab_size)
-        return self._tokenizer
+    def bpe_texts(self) -> Iterator[str]:
+        """Training documents up to ``bpe_train_chars`` characters."""
+        n = 0
+        for doc in self.documents("train"):
+            yield doc
+            n += len(doc)
+            if n >= self.bpe_train_chars:
+                return
 
     @property
     def max_len(self) -> int:
@@ -282,14 +274,14 @@ class TextCorpus(TokenizedDataModule):
 
         tok = self.tokenizer
         limit = self.limit_train_tokens if split == "train" else 0
-        tok_hash = hashlib.sha1(tok.hf.backend_tokenizer.to_str().encode()).hexdigest()[:12]
-        digest = hashlib.sha1(f"{self._source_key(split)}|{self.text_field}|{limit}|{tok_hash}".encode()).hexdigest()[:16]
+        digest = hashlib.sha1(f"{self._source_key(split)}|{self.text_field}|{limit}|{tok.digest()}".encode()).hexdigest()[:16]
         path = self.cache_dir / f"corpus-{split}-{digest}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if not path.is_file():
                 stream = self._tokenize(self.documents(split), limit)
-                np.save(path, stream)
+                with atomic_output(path) as f:  # an interrupted save leaves no .npy that a later run would read
+                    np.save(f, stream)
                 log.info("%s: %d tokens tokenised (cached in %s)", split, len(stream), path)
         return np.load(path, mmap_mode="r")
 
@@ -318,8 +310,7 @@ class TextCorpus(TokenizedDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: Optional[str] = None) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}
-        for split in wanted.get(stage, list(SPLITS)) if stage else list(SPLITS):
+        for split in stage_splits(stage):
             if split in self.blocks or (split != "train" and not self.has_split(split)):
                 continue
             blocks = pack(self.token_stream(split), self.block_size)

@@ -1,10 +1,18 @@
-"""Seq2SeqDataModule: (source, target) pairs from local JSONL files or the Hugging Face Hub,
-tokenised once, laid out as a prefix LM and batched by token budget."""
+"""Seq2SeqDataModule: (source, target) pairs from local JSONL files or the Hugging Face Hub, laid out
+as a prefix LM and batched by token budget.
+
+Rows are read as a stream (never a Python list of the whole split) and tokenised once per (files,
+tokenizer, length limits, direction, limit) into an on-disk cache (:mod:`~diffusion_lm.data.pair_cache`)
+by ``prepare_data``, in parallel over the cores; ``setup`` of every process then opens that cache (row
+offsets memory-mapped, rows read on demand), so no rank holds the text or a per-row Python object. ``token_cache=False`` tokenises into memory instead
+(the same items; ``predict`` always does, its inputs are small and often one-off files)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
+import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,26 +24,19 @@ from torchmetrics import Metric
 from ..errors import DataError
 from ..metrics.hub import MetricSpec, load_hub_metrics
 from ..metrics.text import default_metrics
+from .base import DATA_ENV, TokenizedDataModule, resolve_cache_dir, resolve_data_root, stage_splits
 from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
 from .loader import ResumableDataLoader
+from .pair_cache import (PairCache, build_or_open, cache_digest, chunked, default_workers, encode_examples,
+                         encode_pairs, ordered_map, write_pair_cache)
 from .sampler import BucketBatchSampler
-from .base import TokenizedDataModule
-from .tokenization import TextTokenizer, cached_bpe, load_pretrained_tokenizer
+from .tokenization import TextTokenizer
+
+__all__ = ["CachedPairDataset", "PairDataset", "Seq2SeqCollator", "Seq2SeqDataModule", "resolve_cache_dir",
+           "resolve_data_root"]
 
 log = logging.getLogger(__name__)
-
-DATA_ENV = "DIFFUSION_LM_DATA"
-CACHE_ENV = "DIFFUSION_LM_CACHE"
-
-
-def resolve_data_root(data_dir: Optional[str]) -> Path:
-    """``data_dir`` if given, else ``$DIFFUSION_LM_DATA``, else ``./data``."""
-    return Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
-
-
-def resolve_cache_dir(cache_dir: Optional[str]) -> Path:
-    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "diffusion_lm").expanduser()
 
 
 class PairDataset(Dataset):
@@ -49,7 +50,7 @@ class PairDataset(Dataset):
         self.examples = examples  # dicts with "src", "tgt", "refs" (list of references) and any extra fields
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.src_off) - 1
 
     def src_len(self) -> np.ndarray:
         return np.diff(self.src_off)
@@ -57,13 +58,66 @@ class PairDataset(Dataset):
     def tgt_len(self) -> np.ndarray:
         return np.diff(self.tgt_off)
 
+    def src_ids(self, i: int) -> np.ndarray:
+        return self.src[self.src_off[i] : self.src_off[i + 1]]
+
+    def tgt_ids(self, i: int) -> np.ndarray:
+        return self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]]
+
+    def example(self, i: int) -> dict:
+        return self.examples[i]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {
-            "src_ids": self.src[self.src_off[i] : self.src_off[i + 1]],
-            "tgt_ids": self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]],
-            "index": i,
-            **self.examples[i],
-        }
+        return {"src_ids": self.src_ids(i), "tgt_ids": self.tgt_ids(i), "index": i, **self.example(i)}
+
+
+class CachedPairDataset(PairDataset):
+    """The same items, read from a :class:`~diffusion_lm.data.pair_cache.PairCache`; it pickles as its path
+    (DataLoader workers and spawned ranks open the files themselves)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._open(Path(path))
+
+    def _open(self, path: Path) -> None:
+        self.cache = PairCache(path)
+        self.src_off, self.tgt_off = self.cache.src_off, self.cache.tgt_off
+
+    def src_ids(self, i: int) -> np.ndarray:
+        return self.cache.src_rows([i])[0]
+
+    def tgt_ids(self, i: int) -> np.ndarray:
+        return self.cache.tgt_rows([i])[0]
+
+    def example(self, i: int) -> dict:
+        return self.cache.examples_of([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A whole batch at once (``DataLoader`` calls this with a batch sampler): one vectorised offset lookup
+        per file and one JSON parse, the same items as ``[self[i] for i in indices]``."""
+        rows = [int(i) for i in indices]
+        return [{"src_ids": s, "tgt_ids": t, "index": i, **ex} for i, s, t, ex in
+                zip(rows, self.cache.src_rows(rows), self.cache.tgt_rows(rows), self.cache.examples_of(rows))]
+
+    def __getstate__(self) -> dict:
+        return {"path": str(self.cache.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        self._open(Path(state["path"]))
+
+
+def reservoir(items: Iterable[Any], k: int, seed: int = 0) -> list[Any]:
+    """A uniform sample of ``k`` items (Vitter's algorithm R) in their original order; all items when there
+    are at most ``k``."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, Any]] = []
+    for i, item in enumerate(items):
+        if i < k:
+            kept.append((i, item))
+        else:
+            j = rng.randrange(i + 1)
+            if j < k:
+                kept[j] = (i, item)
+    return [item for _, item in sorted(kept, key=lambda t: t[0])]
 
 
 class Seq2SeqCollator:
@@ -97,7 +151,13 @@ class Seq2SeqDataModule(TokenizedDataModule):
         tokenizer: Hugging Face tokenizer name or path, or a diffusion_lm ``.ckpt`` (its stored tokenizer:
             fine-tuning a pretrained model, e.g. TaskAdapt); ``None`` trains a byte-level BPE on the training split.
         bpe_vocab_size: Vocabulary of the trained BPE.
-        cache_dir: Where trained tokenizers are cached; default ``$DIFFUSION_LM_CACHE`` or ``~/.cache/diffusion_lm``.
+        bpe_train_samples: Training pairs the BPE is trained on: a uniform sample (seeded, in file order) when
+            the split is larger, so training the BPE costs the same at 40 M pairs as at 1 M.
+        cache_dir: Where trained tokenizers and tokenised splits are cached; default ``$DIFFUSION_LM_CACHE`` or
+            ``~/.cache/diffusion_lm``.
+        token_cache: Tokenise each split once into a memory-mapped cache under ``cache_dir`` (``False``: into
+            memory, in every process).
+        prepare_workers: Processes that tokenise a split into the cache (0 = every available core).
         max_src_len: Source tokens kept (longer sources are truncated and counted).
         max_tgt_len: Target tokens kept (EOS excluded).
         max_tokens: Training batch size in padded tokens.
@@ -114,6 +174,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
             in addition to the benchmark's own when they can be loaded (see :mod:`diffusion_lm.metrics.hub`).
     """
 
+    chunk_rows = 8192  # rows per tokenisation task: large enough to amortise the transfer to a worker
+
     def __init__(
         self,
         dataset: str = "",
@@ -127,7 +189,10 @@ class Seq2SeqDataModule(TokenizedDataModule):
         splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"},  # noqa: B006
         tokenizer: Optional[str] = None,
         bpe_vocab_size: int = 8000,
+        bpe_train_samples: int = 1_000_000,
         cache_dir: Optional[str] = None,
+        token_cache: bool = True,
+        prepare_workers: int = 0,
         max_src_len: int = 128,
         max_tgt_len: int = 128,
         max_tokens: int = 8192,
@@ -150,8 +215,9 @@ class Seq2SeqDataModule(TokenizedDataModule):
         self.swap = swap
         self.splits = splits
         self.tokenizer_name = tokenizer
-        self.bpe_vocab_size = bpe_vocab_size
+        self.bpe_vocab_size, self.bpe_train_samples = bpe_vocab_size, bpe_train_samples
         self.cache_dir = resolve_cache_dir(cache_dir)
+        self.token_cache, self.prepare_workers = token_cache, prepare_workers
         self.max_src_len, self.max_tgt_len = max_src_len, max_tgt_len
         self.max_tokens, self.eval_max_tokens, self.max_batch_size = max_tokens, eval_max_tokens, max_batch_size
         self.limit_train, self.limit_eval = limit_train, limit_eval
@@ -164,20 +230,22 @@ class Seq2SeqDataModule(TokenizedDataModule):
         self.datasets: dict[str, PairDataset] = {}
         self.truncated: dict[str, int] = {}
 
-    # ------------------------------------------------------------------ raw examples
+    # ------------------------------------------------------------------ raw rows and examples
     @property
     def folder(self) -> Path:
         return self.data_root / self.dataset_name
 
-    def local_rows(self, split_file: str) -> list[dict] | None:
-        """Rows of a local split, or None when there is no such file."""
-        path = find_split_file(self.folder, split_file)
-        if path is None:
-            return None
-        rows = list(iter_jsonl(path, required=self.required_fields()))
-        if not rows:
+    def split_file(self, split: str) -> str:
+        return self.splits.get(split, split)
+
+    def local_rows(self, path: Path) -> Iterator[dict]:
+        """The rows of a local split file, streamed; an empty split is an error naming the file."""
+        n = 0
+        for row in iter_jsonl(path, required=self.required_fields()):
+            n += 1
+            yield row
+        if not n:
             raise DataError(f"{path}: split is empty")
-        return rows
 
     def required_fields(self) -> list[str]:
         """Fields every local row must have (a missing one is an error naming file and line)."""
@@ -187,12 +255,13 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """Appended to the error for a split found neither locally nor on the Hub (how to get it)."""
         return ""
 
-    def hub_rows(self, split_file: str) -> list[dict]:
-        """Rows of a Hub split converted to the local field layout (override ``from_hub_row``)."""
+    def hub_rows(self, split_file: str) -> Iterable[dict]:
+        """Rows of a Hub split converted to the local field layout (override ``from_hub_row``), streamed
+        from the memory-mapped Arrow files ``datasets`` keeps."""
         import datasets
 
         ds = datasets.load_dataset(self.hub_id, self.hub_config, split=split_file)
-        return [self.from_hub_row(r) for r in ds]
+        return (self.from_hub_row(r) for r in ds)
 
     def from_hub_row(self, row: dict) -> dict:
         """Map a Hub row onto ``{src_field, tgt_field, …}``; the default expects the same fields."""
@@ -206,26 +275,35 @@ class Seq2SeqDataModule(TokenizedDataModule):
             src, tgt, refs = tgt, src, [src]
         return {"src": src, "tgt": tgt, "refs": refs}
 
-    def load_split(self, split: str) -> list[dict]:
-        """Examples of ``split`` (train/validation/test): local files first, then the Hub."""
-        if split in self._raw:
-            return self._raw[split]
-        if split == "predict":
-            self._raw[split] = self.predict_examples()
-            return self._raw[split]
-        rows = self.raw_rows(split)
-        limit = self.limit_train if split == "train" else self.limit_eval
-        if limit:
-            rows = rows[:limit]
-        self._raw[split] = [self.to_example(r) for r in rows]
-        return self._raw[split]
+    def repeats(self, split: str) -> int:
+        """Examples made of each row of ``split`` (e.g. several samples per problem for pass@k)."""
+        return 1
+
+    def examples_of(self, rows: Iterable[dict], split: str) -> list[dict]:
+        k = self.repeats(split)
+        return [ex for row in rows for ex in [self.to_example(row)] * k]
+
+    def rows(self, split: str) -> Iterator[dict]:
+        """Every row of ``split`` in the local field layout (all fields, before ``limit_*`` and ``swap``),
+        streamed: the local file first, then the Hub."""
+        path = find_split_file(self.folder, self.split_file(split))
+        return self.local_rows(path) if path is not None else self._rows_from_hub(split)
 
     def raw_rows(self, split: str) -> list[dict]:
-        """Every row of ``split`` in the local field layout (all fields, before ``limit_*`` and ``swap``):
-        the local file first, then the Hub."""
-        split_file = self.splits.get(split, split)
-        rows = self.local_rows(split_file)
-        return self._rows_from_hub(split, split_file) if rows is None else rows
+        """:meth:`rows` as a list."""
+        return list(self.rows(split))
+
+    def limited_rows(self, split: str) -> Iterator[dict]:
+        """The rows of ``split`` that become examples (the first ``limit_train`` / ``limit_eval``)."""
+        limit = self.limit_train if split == "train" else self.limit_eval
+        return itertools.islice(self.rows(split), limit or None)
+
+    def load_split(self, split: str) -> list[dict]:
+        """Examples of ``split`` (train/validation/test/predict) in memory: local files first, then the Hub."""
+        if split not in self._raw:
+            self._raw[split] = (self.predict_examples() if split == "predict"
+                                else self.examples_of(self.limited_rows(split), split))
+        return self._raw[split]
 
     def predict_examples(self) -> list[dict]:
         """Examples for ``predict``: ``predict_file`` if set, else the ``predict_split``."""
@@ -246,7 +324,8 @@ class Seq2SeqDataModule(TokenizedDataModule):
         defaults = {tgt_key: "", **({self.refs_field: []} if self.refs_field else {})}
         return [self.to_example({**defaults, **r}) for r in rows]
 
-    def _rows_from_hub(self, split: str, split_file: str) -> list[dict]:
+    def _rows_from_hub(self, split: str) -> Iterator[dict]:
+        split_file = self.split_file(split)
         looked = f"{self.folder}/{split_file}.jsonl[.gz]"
         hint = self.missing_split_hint(split)
         hint = f" {hint}" if hint else ""
@@ -256,27 +335,38 @@ class Seq2SeqDataModule(TokenizedDataModule):
                 f"Set data.data_dir or ${DATA_ENV} to the data root.{hint}"
             )
         try:
-            return self.hub_rows(split_file)
+            rows = iter(self.hub_rows(split_file))
+            first = next(rows, None)
         except Exception as e:  # noqa: BLE001 - offline, missing split, bad id
             raise DataError(
                 f"no {split} split for dataset {self.dataset_name!r}: {looked} does not exist and the Hub dataset "
                 f"{self.hub_id!r} (config {self.hub_config!r}) could not be loaded ({type(e).__name__}: {e}). "
                 f"Set data.data_dir or ${DATA_ENV} to the data root, or check the network.{hint}"
             ) from None
+        if first is not None:
+            yield first
+            yield from rows
+
+    def source_key(self, split: str) -> str:
+        """Identifies the data of ``split``: the local file's path, size and mtime, else the Hub split."""
+        path = find_split_file(self.folder, self.split_file(split))
+        if path is None:
+            return f"hub:{self.hub_id}:{self.hub_config}:{self.split_file(split)}"
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
     # ------------------------------------------------------------------ tokenizer
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            if self.tokenizer_name:
-                self._tokenizer = load_pretrained_tokenizer(self.tokenizer_name)
-            else:
-                train = self.load_split("train")
-                key = f"{self.folder.resolve()}|{self.hub_id}|{self.hub_config}|{self.swap}|{len(train)}|{train[0]['src']}|{train[-1]['tgt']}"
-                self._tokenizer = cached_bpe(
-                    self.cache_dir, key, lambda: (t for ex in train for t in (ex["src"], ex["tgt"])), self.bpe_vocab_size
-                )
-        return self._tokenizer
+    def bpe_key(self) -> str:
+        fields = f"{self.src_field}|{self.tgt_field}|{self.swap}"
+        return (f"{type(self).__qualname__}|{self.source_key('train')}|{fields}|{self.limit_train}|"
+                f"{self.bpe_train_samples}")
+
+    def bpe_texts(self) -> Iterator[str]:
+        """Source and target of each sampled training pair, in file order."""
+        pairs = ((ex["src"], ex["tgt"]) for ex in map(self.to_example, self.limited_rows("train")))
+        for src, tgt in reservoir(pairs, self.bpe_train_samples):  # two strings per kept pair, not the row
+            yield src
+            yield tgt
 
     @property
     def max_len(self) -> int:
@@ -292,26 +382,71 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """The benchmark's own metrics (override per benchmark)."""
         return default_metrics()
 
+    # ------------------------------------------------------------------ token cache
+    def cache_key(self, split: str) -> dict[str, Any]:
+        """Everything the tokenised split depends on."""
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}", "source": self.source_key(split),
+            "tokenizer": self.tokenizer.digest(), "fields": [self.src_field, self.tgt_field, self.refs_field],
+            "swap": self.swap, "max_src_len": self.max_src_len, "max_tgt_len": self.max_tgt_len,
+            "limit": self.limit_train if split == "train" else self.limit_eval, "repeats": self.repeats(split),
+        }
+
+    def cache_path(self, split: str) -> Path:
+        name = (self.dataset_name or type(self).__name__).replace("/", "_")
+        return self.cache_dir / "pairs" / f"{name}-{split}-{cache_digest(self.cache_key(split))}"
+
+    def build_cache(self, split: str) -> Path:
+        """The cache of ``split``, tokenised by this call unless a complete one exists (any process may call it;
+        one builds, the others wait and then map the same files)."""
+        path = self.cache_path(split)
+        return build_or_open(path, lambda: self._write_cache(split, path))
+
+    def _write_cache(self, split: str, path: Path) -> None:
+        tok = self.tokenizer
+        workers = self.prepare_workers or default_workers()
+        chunks = ordered_map(lambda rows: self._encode_rows(rows, split), chunked(self.limited_rows(split),
+                                                                              self.chunk_rows), workers)
+        meta = write_pair_cache(path, chunks, tok.vocab_size, self.cache_key(split))
+        log.info("%s/%s: %d examples tokenised with %d processes into %s", self.dataset_name, split, meta["rows"],
+                 workers, path)
+
+    def _encode_rows(self, rows: list[dict], split: str):
+        return encode_examples(self.examples_of(rows, split), self.tokenizer.encode, self.max_src_len, self.max_tgt_len)
+
+    def prepare_splits(self) -> tuple[str, ...]:
+        """The splits ``prepare_data`` caches: those of the trainer's stage (fit: train and validation)."""
+        trainer = self.trainer
+        return stage_splits(trainer.state.fn.value if trainer is not None and trainer.state.fn else "fit")
+
     # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """On local rank 0 before any ``setup``: the tokenizer, then the token cache of the stage's splits."""
+        super().prepare_data()
+        if self.token_cache:
+            for split in self.prepare_splits():
+                if split != "predict":
+                    self.build_cache(split)
+
     def setup(self, stage: Optional[str] = None) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
-        for split in wanted.get(stage, ["train", "validation", "test"]) if stage else ["train", "validation", "test"]:
+        for split in stage_splits(stage):
             if split not in self.datasets:
                 self.datasets[split] = self.tokenize_split(split)
 
     def tokenize_split(self, split: str) -> PairDataset:
-        examples = self.load_split(split)
-        tok = self.tokenizer
-        src = tok.encode([ex["src"] for ex in examples])
-        tgt = tok.encode([ex["tgt"] for ex in examples])
-        n_trunc = sum(len(s) > self.max_src_len or len(t) > self.max_tgt_len for s, t in zip(src, tgt))
+        """``split`` tokenised: memory-mapped from the cache, or (``predict``, ``token_cache=False``) in memory."""
+        if self.token_cache and split != "predict":
+            ds: PairDataset = CachedPairDataset(self.build_cache(split))
+            n_trunc = ds.cache.truncated
+        else:
+            examples = self.load_split(split)
+            src, tgt, n_trunc = encode_pairs(examples, self.tokenizer.encode, self.max_src_len, self.max_tgt_len)
+            ds = PairDataset(src, tgt, examples)
         self.truncated[split] = n_trunc
         if n_trunc:
             log.warning("%s/%s: truncated %d of %d examples to max_src_len=%d / max_tgt_len=%d",
-                        self.dataset_name, split, n_trunc, len(examples), self.max_src_len, self.max_tgt_len)
-        src = [s[: self.max_src_len] for s in src]
-        tgt = [t[: self.max_tgt_len] for t in tgt]
-        return PairDataset(src, tgt, examples)
+                        self.dataset_name, split, n_trunc, len(ds), self.max_src_len, self.max_tgt_len)
+        return ds
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
@@ -327,7 +462,6 @@ class Seq2SeqDataModule(TokenizedDataModule):
             ds, batch_sampler=sampler, collate_fn=Seq2SeqCollator(self.tokenizer),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )
-
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", train=False)

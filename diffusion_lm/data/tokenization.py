@@ -35,13 +35,36 @@ class TextTokenizer:
         self.pad_id: int = t.pad_token_id if t.pad_token_id is not None else eos
         self.mask_id: int | None = t.mask_token_id
         self.special_ids = frozenset(i for i in (self.eos_id, self.sep_id, self.pad_id, self.mask_id) if i is not None)
+        self._digest: str | None = None
+        self._direct = self._can_encode_directly(hf_tokenizer)
 
     @property
     def vocab_size(self) -> int:
         return len(self.hf)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._direct:
+            return [e.ids for e in self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         return self.hf(list(texts), add_special_tokens=False)["input_ids"]
+
+    @staticmethod
+    def _can_encode_directly(hf_tokenizer) -> bool:
+        """Whether ``encode`` may call the Rust tokenizer directly (2.6x faster than ``__call__``, which also
+        builds attention masks and a ``BatchEncoding``). It gives the same ids for the plain fast-tokenizer
+        class (trained BPEs, checkpoint tokenizers) when the backend adds no truncation, padding or special-token
+        splitting of its own (``__call__`` resets those); subclasses keep ``__call__``."""
+        from transformers import PreTrainedTokenizerFast
+
+        backend = hf_tokenizer.backend_tokenizer
+        return (type(hf_tokenizer) is PreTrainedTokenizerFast and backend.truncation is None and backend.padding is None
+                and not hf_tokenizer.split_special_tokens and not backend.encode_special_tokens)
+
+    def digest(self) -> str:
+        """Identifies the vocabulary and encoding rules (a hash of ``tokenizer.json``): caches of token ids
+        are keyed by it."""
+        if self._digest is None:
+            self._digest = hashlib.sha1(self.hf.backend_tokenizer.to_str().encode()).hexdigest()[:12]
+        return self._digest
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode([int(i) for i in ids if int(i) not in self.special_ids], skip_special_tokens=True).strip()

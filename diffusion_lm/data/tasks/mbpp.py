@@ -65,13 +65,9 @@ class MBPP(Seq2SeqDataModule):
         return {"src": f"{text.strip()}\n{tests}", "tgt": row["code"].replace("\r\n", "\n").strip(),
                 "refs": [test_program(row)]}
 
-    def load_split(self, split: str) -> list[dict]:
-        if split in self._raw:
-            return self._raw[split]
-        examples = super().load_split(split)
-        if split != "train" and self.samples_per_problem > 1:  # n samples per problem for pass@k, k ≤ n
-            self._raw[split] = examples = [ex for ex in examples for _ in range(self.samples_per_problem)]
-        return examples
+    def repeats(self, split: str) -> int:
+        """n samples per evaluation problem for pass@k, k ≤ n; training examples are not repeated."""
+        return 1 if split == "train" else self.samples_per_problem
 
     def task_metrics(self) -> dict[str, Metric]:
         return {"pass_at_k": PassAtK(k=self.pass_k, **self.exec_args)}

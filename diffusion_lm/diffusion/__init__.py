@@ -1,6 +1,6 @@
 from .adaptive import AdaptiveDDIMSampler
 from .fastdiss import FastDiSSDiffusion
-from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
+from .discrete import DiscreteDiffusion, DiscreteSampler
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .glancing import GlancingMaskedDiffusion
@@ -8,7 +8,9 @@ from .importance import ImportanceSampler
 from .length_beam import LengthBeam
 from .mask_predict import MaskPredictSampler
 from .mbr import MBRGenerator
+from .mdlm import MaskedDiffusion
 from .process import DiffusionProcess, LossOutput
+from .scp import NoisePerturbation, SelfConditionPerturbation, ShiftNoisePerturbation, ShiftPerturbation
 from .schedule import (CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule,
                        TruncatedSchedule)
 from .sundae import UniformDiffusion
@@ -19,6 +21,7 @@ __all__ = [
     "AdaptiveDDIMSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
+    "NoisePerturbation", "SelfConditionPerturbation", "ShiftNoisePerturbation", "ShiftPerturbation",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
     "DiscreteDiffusion", "DiscreteSampler", "GlancingMaskedDiffusion", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
 ]

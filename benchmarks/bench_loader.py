@@ -2,7 +2,7 @@
 
     python benchmarks/bench_loader.py --config experiments/multi30k/from_scratch.yaml --num-workers 0 2 4
 
-Builds the ``data`` section of an experiment YAML, iterates its training loader for ``--batches`` batches
+Builds the data module of an experiment YAML through the CLI, iterates its training loader for ``--batches`` batches
 (tokenisation and worker start-up excluded) and prints real tokens/s, batches/s and the padding share.
 If the loader delivers several times the training throughput, data loading cannot starve the GPU
 (during training, ``throughput/data_wait`` shows the share of time the loop waited for data).
@@ -11,21 +11,20 @@ If the loader delivers several times the training throughput, data loading canno
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffusion_lm.cli import build_cli  # noqa: E402
 
 
 def build_datamodule(config: Path, overrides: dict):
-    data = yaml.safe_load(config.read_text())["data"]
-    module, _, name = data["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(**{**data.get("init_args", {}), **overrides})
+    """The config's data module as the CLI builds it (interpolation, argument links), with ``data.init_args``
+    overrides."""
+    args = ["--config", str(config), "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.logger=false"]
+    return build_cli(args + [f"--data.init_args.{k}={v}" for k, v in overrides.items()], run=False).datamodule
 
 
 def measure(dm, batches: int) -> dict:

@@ -20,6 +20,7 @@ knows the device, and — with ``--measure-peak`` — the measured rate of a lar
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -35,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import sync, timed  # noqa: E402
 from diffusion_lm.data.loader import ResumableDataLoader  # noqa: E402
 from diffusion_lm.data.sampler import BucketBatchSampler  # noqa: E402
 from diffusion_lm.data.seq2seq import PairDataset, Seq2SeqCollator  # noqa: E402
@@ -80,11 +82,6 @@ class SyntheticData(L.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class StepTimer(L.Callback):
     """Wall time from the start of step ``warmup`` to the end of training (device synchronised at both ends)."""
 
@@ -94,11 +91,11 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup and self.t0 is None:
-            _sync(pl_module.device)
+            sync(pl_module.device)
             self.t0 = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module):
-        _sync(pl_module.device)
+        sync(pl_module.device)
         self.t1 = time.perf_counter()
 
 
@@ -149,7 +146,7 @@ def run_bare(args, length: int, ds: PairDataset, device: torch.device) -> float:
     step, t0 = 0, None
     for batch in make_loader(ds, args.tokens_per_batch, args.num_workers):
         if step == args.warmup:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         t, w = t_sampler.sample(batch["input_ids"].shape[0], device)
@@ -163,7 +160,7 @@ def run_bare(args, length: int, ds: PairDataset, device: torch.device) -> float:
         step += 1
         if step == total:
             break
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -172,17 +169,15 @@ def measured_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s of a large square matmul (median of repeats, inputs rotated so caches do not help)."""
     n = 8192 if device.type == "cuda" else 1024
     xs = [torch.randn(n, n, device=device, dtype=dtype) for _ in range(3)]
-    times = []
-    for i in range(12):
-        a, b = xs[i % 3], xs[(i + 1) % 3]
-        _sync(device)
-        t0 = time.perf_counter()
+    pairs = itertools.cycle([(xs[i], xs[(i + 1) % 3]) for i in range(3)])
+
+    def four_matmuls() -> None:
+        a, b = next(pairs)
         for _ in range(4):
             a @ b
-        _sync(device)
-        if i >= 2:  # warm-up
-            times.append((time.perf_counter() - t0) / 4)
-    return 2 * n**3 / statistics.median(times)
+
+    four_matmuls()  # a second warm-up call: timed() runs one more
+    return 2 * n**3 / (timed(four_matmuls, device, repeats=10) / 4)
 
 
 def datasheet_peak(device: torch.device, precision: str) -> float | None:

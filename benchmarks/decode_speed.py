@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
-from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import DiscreteSampler, UniformDiffusion
-from diffusion_lm.models import Denoiser, DenoiserConfig
-from diffusion_lm.models.decoding import ARDecoder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.timing` when run as a script
+
+from benchmarks.timing import timed  # noqa: E402
+from diffusion_lm.data.layout import build_batch  # noqa: E402
+from diffusion_lm.diffusion import DiscreteSampler, UniformDiffusion  # noqa: E402
+from diffusion_lm.models import Denoiser, DenoiserConfig  # noqa: E402
+from diffusion_lm.models.decoding import ARDecoder  # noqa: E402
 
 EOS, PAD, SEP = 3, 0, 2
 
@@ -38,24 +40,6 @@ def build(args, attention: str, max_len: int, timestep: bool) -> Denoiser:
                          max_len=max_len, dropout=0.0, attention=attention, position=args.position,
                          timestep_embedding=timestep, self_condition=False)
     return Denoiser(cfg).to(args.device, getattr(torch, args.dtype)).eval()
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int, warmup: bool) -> float:
-    if warmup:  # allocator, kernels, caches
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.inference_mode()

@@ -5,8 +5,9 @@ Both use the one shared :class:`~diffusion_lm.models.Denoiser` with the same wid
 * diffusion — prefix attention, latent width ``--embed-dim``, self-conditioning, length head: one
   source-only pass predicts the target length, then K DDIM steps denoise the whole target at once
   (``DDIMSampler``, exactly what ``diffusion-lm test`` runs);
-* autoregressive — causal attention with the :class:`~diffusion_lm.models.layers.KVCache`: one
-  prefill pass over ``[src] [SEP]``, then one single-token pass per target token (greedy argmax).
+* autoregressive — causal attention, :class:`~diffusion_lm.models.decoding.ARDecoder` greedy with the
+  KV cache: one prefill pass over ``[src] [SEP]`` that yields the first target token, then one
+  single-token pass for each further one (EOS forbidden until ``--tgt-len``, so no row stops early).
 
 Speed does not depend on the weights, so both models are randomly initialised; every sequence
 decodes exactly ``--tgt-len`` target tokens (no early EOS) so the two do the same amount of output.
@@ -20,31 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
-from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import DDIMSampler, GaussianDiffusion
-from diffusion_lm.models import Denoiser, DenoiserConfig
-from diffusion_lm.models.layers import KVCache
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.timing` when run as a script
+
+from benchmarks.timing import timed  # noqa: E402
+from diffusion_lm.data.layout import build_batch  # noqa: E402
+from diffusion_lm.diffusion import DDIMSampler, GaussianDiffusion  # noqa: E402
+from diffusion_lm.models import Denoiser, DenoiserConfig  # noqa: E402
+from diffusion_lm.models.decoding import ARDecoder  # noqa: E402
 
 SEP, EOS, PAD = 2, 3, 0
-
-
-def timed(fn, repeats: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def source_batch(batch: int, src_len: int, vocab: int, device: torch.device) -> torch.Tensor:
@@ -63,18 +54,10 @@ def diffusion_decode(model: Denoiser, process: GaussianDiffusion, sampler: DDIMS
     return sampler.generate(model, process, gen).tokens
 
 
-@torch.no_grad()
-def ar_decode(model: Denoiser, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-    B = src.shape[0]
-    prompt = torch.cat([src, torch.full((B, 1), SEP, device=src.device)], 1)  # (B, S)
-    cache = KVCache()
-    h = model(prompt, cache=cache).latent[:, -1]  # (B, E) prefill
-    out = []
-    for _ in range(tgt_len):
-        nxt = model.logits(h).argmax(-1)  # (B,) greedy
-        out.append(nxt)
-        h = model(nxt[:, None], cache=cache).latent[:, -1]  # one new token against the cache
-    return torch.stack(out, 1)
+def ar_decode(model: Denoiser, src: torch.Tensor, tgt_len: int) -> list[list[int]]:
+    """Greedy KV-cache decoding of exactly ``tgt_len`` tokens after ``[src] [SEP]``."""
+    decoder = ARDecoder(max_new_tokens=tgt_len, min_new_tokens=tgt_len)  # EOS forbidden until tgt_len
+    return decoder.decode(model, [row + [SEP] for row in src.tolist()], EOS, PAD)[0]
 
 
 def main() -> None:
@@ -111,12 +94,12 @@ def main() -> None:
     with amp:
         for B in args.batch_sizes:
             src = source_batch(B, args.src_len, args.vocab, device)
-            sec = timed(lambda: ar_decode(ar, src, args.tgt_len), args.repeats, device)
-            results.append({"decoder": "autoregressive KV-cache greedy", "steps": args.tgt_len + 1, "batch": B,
+            sec = timed(lambda: ar_decode(ar, src, args.tgt_len), device, args.repeats)
+            results.append({"decoder": "autoregressive KV-cache greedy", "steps": args.tgt_len, "batch": B,
                             "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
             for k in args.steps:
                 sampler = DDIMSampler(steps=k)
-                sec = timed(lambda: diffusion_decode(diff, process, sampler, src, args.tgt_len), args.repeats, device)
+                sec = timed(lambda: diffusion_decode(diff, process, sampler, src, args.tgt_len), device, args.repeats)
                 results.append({"decoder": f"diffusion DDIM K={k}", "steps": k + 1, "batch": B,
                                 "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
     print(f"device={device} dtype={args.dtype} threads={torch.get_num_threads()} d_model={args.d_model} "

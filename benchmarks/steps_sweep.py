@@ -20,9 +20,9 @@ import warnings
 
 import lightning as L
 import torch
-import yaml
 
 from diffusion_lm.calibrate import TimedGenerator
+from diffusion_lm.cli import build_cli
 from diffusion_lm.diffusion import AdaptiveDDIMSampler, DDIMSampler
 from diffusion_lm.recipes import BaseRecipe
 
@@ -32,8 +32,12 @@ def build_class(class_path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def build(class_path: str, init_args: dict):
-    return build_class(class_path)(**init_args)
+def build_datamodule(config: str, limit_eval: int):
+    """The config's data module as the CLI builds it (interpolation, argument links), first ``limit_eval``
+    evaluation examples only (0 = all)."""
+    args = ["--config", config, f"--data.init_args.limit_eval={limit_eval}", "--trainer.accelerator=cpu",
+            "--trainer.devices=1", "--trainer.logger=false"]
+    return build_cli(args, run=False).datamodule
 
 
 def load_recipe(path: str) -> tuple[BaseRecipe, dict]:
@@ -67,8 +71,6 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    cfg = yaml.safe_load(open(args.config))
-    data = cfg["data"]
     rows = []
     for spec in args.ckpt:
         name, path = spec.split("=", 1)
@@ -77,13 +79,13 @@ def main() -> None:
         for subset, ks in ((0, args.steps), (args.subset, args.subset_steps)):
             if not ks:
                 continue
-            dm = build(data["class_path"], {**data.get("init_args", {}), "limit_eval": subset})
+            dm = build_datamodule(args.config, subset)
             for k in ks:
                 r = evaluate(model, dm, DDIMSampler(steps=k), args.device)
                 rows.append({"model": name, "examples": subset or "all", "sampler": f"DDIM K={k}", **r})
                 print(json.dumps(rows[-1]), flush=True)
         if args.adaptive:
-            dm = build(data["class_path"], data.get("init_args", {}))
+            dm = build_datamodule(args.config, 0)
             k = max(args.steps)
             for eps in args.adaptive:
                 eps = calibrated if eps < 0 else eps

@@ -8,7 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from diffusion_lm.diffusion import FastDiSSDiffusion, GaussianDiffusion, UniformSampler
+from diffusion_lm.diffusion import (FastDiSSDiffusion, GaussianDiffusion, NoisePerturbation, SelfConditionPerturbation,
+                                    ShiftNoisePerturbation, ShiftPerturbation, UniformSampler)
 from diffusion_lm.errors import ConfigError
 
 from .conftest import tiny_recipe
@@ -37,7 +38,7 @@ def capture_forward(m):
 
 # ---------------------------------------------------------------------------------------- SCP
 def test_shift_makes_the_estimate_at_t_plus_one_over_k_from_the_same_noise():
-    p = FastDiSSDiffusion(perturbation="shift", sampler_steps=4, noise_scaling=False, self_condition_prob=1.0)
+    p = FastDiSSDiffusion(perturbation=ShiftPerturbation(sampler_steps=4), noise_scaling=False, self_condition_prob=1.0)
     t = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.7, 0.76, 0.9, 1.0])
     m, b, x0, t_tok = setup(p, t)
     seen = capture_forward(m)
@@ -64,7 +65,7 @@ def test_shift_makes_the_estimate_at_t_plus_one_over_k_from_the_same_noise():
 @pytest.mark.parametrize("std", [0.1, 0.5])
 def test_noise_perturbation_differs_by_the_configured_std(std):
     torch.manual_seed(0)
-    p = FastDiSSDiffusion(perturbation="noise", noise_std=std, noise_scaling=False, self_condition_prob=1.0)
+    p = FastDiSSDiffusion(perturbation=NoisePerturbation(noise_std=std), noise_scaling=False, self_condition_prob=1.0)
     m, b, x0, t_tok = setup(p, torch.rand(8) * 0.9)
     xt, _, sc, logs = p.training_inputs(m, b, x0, t_tok)
     clean, _ = p.estimate(m, b, x0, noise_of(p, x0, xt, t_tok), t_tok)  # the unperturbed estimate
@@ -77,16 +78,17 @@ def test_noise_perturbation_differs_by_the_configured_std(std):
 
 def test_both_shifts_and_adds_noise():
     torch.manual_seed(0)
-    p = FastDiSSDiffusion(perturbation="both", noise_std=0.2, sampler_steps=5, noise_scaling=False, self_condition_prob=1.0)
+    p = FastDiSSDiffusion(perturbation=ShiftNoisePerturbation(noise_std=0.2, sampler_steps=5), noise_scaling=False,
+                          self_condition_prob=1.0)
     m, b, x0, t_tok = setup(p, torch.rand(8) * 0.9)
     tm = b["target_mask"]
     xt, _, sc, _ = p.training_inputs(m, b, x0, t_tok)
-    shifted, _ = p.estimate(m, b, x0, noise_of(p, x0, xt, t_tok), p.estimate_timesteps(t_tok, tm))
+    shifted, _ = p.estimate(m, b, x0, noise_of(p, x0, xt, t_tok), p.perturbation.estimate_timesteps(t_tok, tm))
     assert (sc[tm] - shifted[tm]).std().item() == pytest.approx(0.2, rel=0.1)
 
 
 def test_measured_noise_is_the_error_gap_between_t_plus_delta_and_t():
-    p = FastDiSSDiffusion(perturbation="noise", sampler_steps=10, error_bins=10, noise_scaling=False)
+    p = NoisePerturbation(sampler_steps=10, error_bins=10)
     p.error_sq = torch.linspace(0.0, 0.9, 10)  # e²(bin i) = 0.1 i
     t = torch.tensor([[0.05, 0.55, 0.95]])
     sigma = p.noise_sigma(t, t)
@@ -94,7 +96,7 @@ def test_measured_noise_is_the_error_gap_between_t_plus_delta_and_t():
 
 
 def test_record_error_keeps_a_running_mean_per_bin():
-    p = FastDiSSDiffusion(perturbation="noise", error_bins=4, error_momentum=0.5)
+    p = NoisePerturbation(error_bins=4, error_momentum=0.5)
     x0 = torch.zeros(1, 2, 3)
     mask = torch.ones(1, 2, dtype=torch.bool)
     t = torch.tensor([[0.1, 0.9]])
@@ -178,14 +180,18 @@ def test_trained_pass_sees_the_raised_timesteps():
     torch.testing.assert_close(sc_pass, shifted)  # the self-conditioning estimate: shift from the raised t
 
 
-@pytest.mark.parametrize("perturbation", ["shift", "noise", "both", "none"])
+PERTURBATIONS = {"shift": lambda: ShiftPerturbation(sampler_steps=5), "noise": lambda: NoisePerturbation(sampler_steps=5),
+                 "both": lambda: ShiftNoisePerturbation(noise_std=0.1, sampler_steps=5),
+                 "none": SelfConditionPerturbation}
+
+
+@pytest.mark.parametrize("perturbation", sorted(PERTURBATIONS))
 def test_self_conditioning_estimate_is_never_cleaner_than_the_trained_input(perturbation):
     """Token by token, the self-conditioning estimate is made at a noise level ≥ the trained pass's raised
     level, from x_t of the same ε, and not by the confidence pass."""
     torch.manual_seed(1)
-    std = 0.1 if perturbation == "both" else None
-    p = FastDiSSDiffusion(perturbation=perturbation, noise_std=std, confidence=0.5, anchor=1.0, max_raise=0.6,
-                          self_condition_prob=1.0, sampler_steps=5)
+    p = FastDiSSDiffusion(perturbation=PERTURBATIONS[perturbation](), confidence=0.5, anchor=1.0, max_raise=0.6,
+                          self_condition_prob=1.0)
     p.token_confidence = lambda logits: torch.rand(logits.shape[:-1])  # the untrained model is never sure
     m, b, x0, t_tok = setup(p, torch.linspace(0.0, 0.95, 8))
     tm = b["target_mask"]
@@ -196,7 +202,7 @@ def test_self_conditioning_estimate_is_never_cleaner_than_the_trained_input(pert
     torch.testing.assert_close(t_conf, t_tok)
     assert (raised - t_tok)[tm].min() >= 0 and (raised - t_tok)[tm].max() > 0.1  # MANS moved tokens
     assert torch.all(t_sc[tm] >= raised[tm])
-    torch.testing.assert_close(t_sc, p.estimate_timesteps(raised, tm))
+    torch.testing.assert_close(t_sc, p.perturbation.estimate_timesteps(raised, tm))
     keep = tm & (raised < 1.0)
     expected_in = p.q_sample(x0, t_sc, noise_of(p, x0, xt, raised))
     torch.testing.assert_close(seen[1]["inputs_embeds"][keep], expected_in[keep], atol=1e-4, rtol=1e-4)
@@ -206,16 +212,18 @@ def test_grad_free_passes_count_the_confidence_pass():
     assert FastDiSSDiffusion(self_condition_prob=0.5).grad_free_passes(True) == 1.5
     assert FastDiSSDiffusion(self_condition_prob=0.5).grad_free_passes(False) == 1.0
     assert FastDiSSDiffusion(self_condition_prob=0.5, noise_scaling=False).grad_free_passes(True) == 0.5
-    assert FastDiSSDiffusion(enabled=False, self_condition_prob=0.5).grad_free_passes(True) == 0.5
+    assert GaussianDiffusion(self_condition_prob=0.5).grad_free_passes(True) == 0.5  # the ablation
 
 
 # ---------------------------------------------------------------------------------------- ablation and evaluation
-def test_disabled_is_exactly_gaussian_diffusion():
+def test_without_perturbation_and_noise_scaling_is_exactly_gaussian_diffusion():
+    """The ablation is the class: FastDiSS with neither of its changes is GaussianDiffusion, same random stream."""
     m, b, *_ = setup(GaussianDiffusion())
     m.train()
     t = torch.rand(8)
     losses = []
-    for p in (GaussianDiffusion(self_condition_prob=0.5), FastDiSSDiffusion(enabled=False, self_condition_prob=0.5)):
+    plain = FastDiSSDiffusion(perturbation=SelfConditionPerturbation(), noise_scaling=False, self_condition_prob=0.5)
+    for p in (GaussianDiffusion(self_condition_prob=0.5), plain):
         torch.manual_seed(3)
         losses.append([p.training_loss(m, b, t, torch.ones(8)).loss for _ in range(4)])
     torch.testing.assert_close(losses[0], losses[1])
@@ -224,8 +232,8 @@ def test_disabled_is_exactly_gaussian_diffusion():
 def test_eval_loss_is_the_plain_gaussian_objective_and_updates_no_statistics():
     m, b, *_ = setup(GaussianDiffusion())
     t = torch.rand(8)
-    p = FastDiSSDiffusion(perturbation="noise", confidence=0.0, self_condition_prob=0.5, error_bins=5)
-    p.error_sq = torch.arange(5.0)
+    p = FastDiSSDiffusion(perturbation=NoisePerturbation(error_bins=5), confidence=0.0, self_condition_prob=0.5)
+    p.perturbation.error_sq = torch.arange(5.0)
     losses = []
     for proc, fn in ((GaussianDiffusion(self_condition_prob=0.5), "training_loss"), (p, "eval_loss")):
         torch.manual_seed(3)
@@ -233,20 +241,20 @@ def test_eval_loss_is_the_plain_gaussian_objective_and_updates_no_statistics():
     torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
     torch.manual_seed(3)
     assert p.training_loss(m, b, t, torch.ones(8)).loss != losses[0][0]  # training does differ
-    p.error_sq = torch.arange(5.0)
+    p.perturbation.error_sq = torch.arange(5.0)
     torch.manual_seed(3)
     p.eval_loss(m, b, t, torch.ones(8))
-    torch.testing.assert_close(p.error_sq, torch.arange(5.0))
+    torch.testing.assert_close(p.perturbation.error_sq, torch.arange(5.0))
 
 
 def test_recipe_evaluates_with_the_plain_objective():
     """val/test loss (the EMA model, eval mode) is GaussianDiffusion's at uniform t: same seed, same number."""
-    process = FastDiSSDiffusion(perturbation="noise", confidence=0.0, self_condition_prob=0.5)
+    process = FastDiSSDiffusion(perturbation=NoisePerturbation(), confidence=0.0, self_condition_prob=0.5)
     recipe = tiny_recipe(30, process=process).eval()
     b = copy_batch()
     torch.manual_seed(7)
     got = recipe.compute_loss(b, recipe.eval_model).loss
-    assert not process.error_seen.any()
+    assert not process.perturbation.error_seen.any()
     torch.manual_seed(7)
     t, w = UniformSampler().sample(8, torch.device("cpu"))
     expected = GaussianDiffusion(self_condition_prob=0.5).training_loss(recipe.eval_model, b, t, w).loss
@@ -256,26 +264,26 @@ def test_recipe_evaluates_with_the_plain_objective():
 # ---------------------------------------------------------------------------------------- checkpoint and DDP
 def test_statistics_survive_a_checkpoint_round_trip(tmp_path):
     def recipe():
-        return tiny_recipe(30, process=FastDiSSDiffusion(perturbation="noise", error_bins=6, self_condition_prob=1.0))
+        return tiny_recipe(30, process=FastDiSSDiffusion(perturbation=NoisePerturbation(error_bins=6), self_condition_prob=1.0))
 
     trained = recipe().train()
     torch.manual_seed(0)
     for _ in range(3):
         trained.process.training_loss(trained.denoiser, copy_batch(), torch.rand(8), torch.ones(8))
-    assert trained.process.error_seen.any()
+    assert trained.process.perturbation.error_seen.any()
     ckpt = {}
     trained.on_save_checkpoint(ckpt)
     torch.save(ckpt, tmp_path / "c.ckpt")
     resumed = recipe()
     resumed.on_load_checkpoint(torch.load(tmp_path / "c.ckpt", weights_only=True))
-    torch.testing.assert_close(resumed.process.error_sq, trained.process.error_sq.cpu())
-    assert torch.equal(resumed.process.error_seen, trained.process.error_seen.cpu())
+    torch.testing.assert_close(resumed.process.perturbation.error_sq, trained.process.perturbation.error_sq.cpu())
+    assert torch.equal(resumed.process.perturbation.error_seen, trained.process.perturbation.error_seen.cpu())
     resumed.process.load_state_dict({})  # a checkpoint of a process without statistics: nothing to restore
-    assert resumed.process.error_seen.any()
+    assert resumed.process.perturbation.error_seen.any()
     with pytest.raises(ConfigError, match="error_bins=4"):
-        FastDiSSDiffusion(error_bins=4).load_state_dict(ckpt["process"])
+        FastDiSSDiffusion(perturbation=NoisePerturbation(error_bins=4)).load_state_dict(ckpt["process"])
     with pytest.raises(ConfigError, match="'error_seen'"):
-        FastDiSSDiffusion(error_bins=6).load_state_dict({"error_sq": torch.zeros(6)})
+        FastDiSSDiffusion(perturbation=NoisePerturbation(error_bins=6)).load_state_dict({"error_sq": torch.zeros(6)})
     assert GaussianDiffusion().state_dict() == {}
 
 
@@ -295,7 +303,7 @@ def _ddp_data():
 def _ddp_worker(rank: int, world: int, port: int, path: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     est, x0, t, mask = _ddp_data()
-    direct = FastDiSSDiffusion(perturbation="noise", error_bins=4, error_momentum=0.5)
+    direct = NoisePerturbation(error_bins=4, error_momentum=0.5)
     direct.record_error(*direct.error_sums(est[rank], x0[rank], t[rank], mask[rank]))
     if rank == 0:  # rank 1 has no estimate this step: it still joins the collective
         direct.record_error(*direct.error_sums(2 * est[rank], x0[rank], t[rank], mask[rank]))
@@ -304,11 +312,11 @@ def _ddp_worker(rank: int, world: int, port: int, path: str) -> None:
     out = {"direct": direct.error_sq}
     sc_steps = {}
     for mans in (False, True):  # whole training steps; the ranks draw different self-conditioned steps
-        p = FastDiSSDiffusion(perturbation="noise", noise_scaling=mans, self_condition_prob=0.5, error_bins=5)
+        p = FastDiSSDiffusion(perturbation=NoisePerturbation(error_bins=5), noise_scaling=mans, self_condition_prob=0.5)
         model = tiny()
         torch.manual_seed(rank)
         logs = [p.training_loss(model, copy_batch(seed=rank), torch.rand(8), torch.ones(8)).logs for _ in range(6)]
-        out[f"mans={mans}"] = p.error_sq
+        out[f"mans={mans}"] = p.perturbation.error_sq
         sc_steps[mans] = ["scp_sigma" in step for step in logs]
     torch.save((out, sc_steps), f"{path}.{rank}")
     dist.destroy_process_group()
@@ -325,7 +333,7 @@ def test_error_statistics_are_all_reduced_across_two_processes(tmp_path):
         assert (ranks[0][key] > 0).any()
     # one process on both ranks' tokens gives the same running means
     est, x0, t, mask = _ddp_data()
-    single = FastDiSSDiffusion(perturbation="noise", error_bins=4, error_momentum=0.5)
+    single = NoisePerturbation(error_bins=4, error_momentum=0.5)
     single.record_error(*single.error_sums(est, x0, t, mask))
     single.record_error(*single.error_sums(2 * est[0], x0[0], t[0], mask[0]))
     torch.testing.assert_close(ranks[0]["direct"], single.error_sq)
@@ -333,9 +341,11 @@ def test_error_statistics_are_all_reduced_across_two_processes(tmp_path):
 
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="perturbation"):
-        FastDiSSDiffusion(perturbation="sometimes")
+        FastDiSSDiffusion(perturbation="shift")  # the component is a class, not a string
     with pytest.raises(ConfigError, match="noise_std"):
-        FastDiSSDiffusion(perturbation="both")
+        ShiftNoisePerturbation(noise_std=None)
+    with pytest.raises(ConfigError, match="sampler_steps"):
+        ShiftPerturbation(sampler_steps=0)
     with pytest.raises(ConfigError, match="anchor"):
         FastDiSSDiffusion(anchor=1.5)
     with pytest.raises(ConfigError, match="strength <= 1"):

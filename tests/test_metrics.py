@@ -25,6 +25,44 @@ def test_sacrebleu_multi_reference_takes_the_matching_one():
     assert m.compute().item() == pytest.approx(100.0)
 
 
+def test_sacrebleu_length_tie_takes_the_shorter_reference():
+    """Two references one token from the hypothesis, one longer and one shorter: r is the shorter (no brevity
+    penalty), as in sacrebleu, in whichever order they come."""
+    from sacrebleu import corpus_bleu
+
+    hyp = ["the cat sat on the mat"]
+    for refs in (["the cat sat on the mat today", "the cat sat on mat"], ["the cat sat on mat", "the cat sat on the mat today"]):
+        m = SacreBLEU()
+        m.update(hyp, [refs])
+        assert m.compute().item() == pytest.approx(corpus_bleu(hyp, [[r] for r in refs]).score, abs=1e-4)
+        assert m.compute().item() == pytest.approx(100.0)
+
+
+def test_sacrebleu_matches_sacrebleu_on_a_corpus_with_length_ties():
+    """Ragged reference lists (padded for torchmetrics) with length ties in either order."""
+    import random
+
+    from sacrebleu import corpus_bleu
+
+    rng = random.Random(0)
+    words = "a the cat dog sat ran on mat rug today fast".split()
+    preds, refs = [], []
+    for _ in range(60):
+        hyp = rng.choices(words, k=rng.randint(4, 9))
+        preds.append(" ".join(hyp))
+        # edits of the hypothesis: one word shorter and one longer (a tie), and some others
+        variants = [hyp[:-1], hyp + [rng.choice(words)]] + [
+            [w if rng.random() < 0.8 else rng.choice(words) for w in hyp] + rng.choices(words, k=rng.randint(0, 2))
+            for _ in range(rng.randint(0, 2))]
+        rng.shuffle(variants)
+        refs.append([" ".join(v) for v in variants])
+    m = SacreBLEU()
+    m.update(preds, refs)
+    width = max(len(r) for r in refs)
+    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]  # sacrebleu: None = no reference
+    assert m.compute().item() == pytest.approx(corpus_bleu(preds, streams).score, abs=1e-4)
+
+
 def test_tokenized_bleu_tokens():
     moses = TokenizedBLEU("moses", lang="en")
     assert moses.tokens("Hello, world!") == "Hello , world !"

@@ -1,7 +1,7 @@
 from .adaptive import AdaptiveDDIMSampler
 from .adaptive_mask_predict import AdaptiveMaskPredictSampler
 from .fastdiss import FastDiSSDiffusion
-from .discrete import DiscreteDiffusion, DiscreteSampler, MaskedDiffusion
+from .discrete import DiscreteDiffusion, DiscreteSampler
 from .gaussian import GaussianDiffusion
 from .generate import DDIMSampler, GenerationResult, Generator
 from .glancing import GlancingMaskedDiffusion
@@ -9,7 +9,9 @@ from .importance import ImportanceSampler
 from .length_beam import LengthBeam
 from .mask_predict import MaskPredictSampler
 from .mbr import MBRGenerator
+from .mdlm import MaskedDiffusion
 from .process import DiffusionProcess, LossOutput
+from .scp import NoisePerturbation, SelfConditionPerturbation, ShiftNoisePerturbation, ShiftPerturbation
 from .schedule import (CosineSchedule, LinearSchedule, LogLinearSchedule, NoiseSchedule, SqrtSchedule,
                        TruncatedSchedule)
 from .sundae import UniformDiffusion
@@ -20,6 +22,7 @@ __all__ = [
     "AdaptiveDDIMSampler", "AdaptiveMaskPredictSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
+    "NoisePerturbation", "SelfConditionPerturbation", "ShiftNoisePerturbation", "ShiftPerturbation",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
     "DiscreteDiffusion", "DiscreteSampler", "GlancingMaskedDiffusion", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
 ]

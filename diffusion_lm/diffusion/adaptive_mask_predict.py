@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
-from .discrete import MaskedDiffusion
+from .mdlm import MaskedDiffusion
 from .generate import GenerationResult
 from .mask_predict import MaskPredictSampler, sample_with_confidence
 
@@ -76,7 +76,7 @@ class AdaptiveMaskPredictSampler(MaskPredictSampler):
         if not isinstance(process, MaskedDiffusion):
             raise ConfigError(f"AdaptiveMaskPredictSampler needs MaskedDiffusion, got {type(process).__name__}")
         eps = self.effective_epsilon
-        mask_id = process._mask()
+        mask_id = process.mask_token()
         tmask = batch["target_mask"]  # (B, L)
         B, L = tmask.shape
         lengths = tmask.sum(1)  # (B,)

@@ -21,7 +21,8 @@ from typing import Any, Optional
 import torch
 
 from ..models.denoiser import Denoiser
-from .discrete import DenoisePass, MaskedDiffusion
+from .discrete import DenoisePass
+from .mdlm import MaskedDiffusion
 from .schedule import NoiseSchedule
 
 
@@ -48,7 +49,7 @@ class GlancingMaskedDiffusion(MaskedDiffusion):
         """(B, L) bool: target positions that stay masked after revealing ⌈λ · d⌉ random reference tokens."""
         ids, tmask = batch["input_ids"], batch["target_mask"]  # (B, L)
         with torch.no_grad():
-            full = torch.where(tmask, torch.full_like(ids, self._mask()), ids)
+            full = torch.where(tmask, torch.full_like(ids, self.mask_token()), ids)
             ones = tmask.to(torch.float32)  # t = 1 on the whole target
             guess = self.denoise(model, batch, full, ones).logits.argmax(-1)  # (N,)
             wrong = torch.zeros_like(tmask)
@@ -65,5 +66,5 @@ class GlancingMaskedDiffusion(MaskedDiffusion):
         masked = torch.where(random_rows[:, None], self.corrupt_mask(tmask, t), masked)
         share = masked.sum(1).float() / tmask.sum(1).clamp_min(1).float()  # (B,) the row's t under r(t) = t
         t_row = torch.where(random_rows, t, share)
-        x = torch.where(masked, torch.full_like(ids, self._mask()), ids)
+        x = torch.where(masked, torch.full_like(ids, self.mask_token()), ids)
         return [self.denoise(model, batch, x, self.token_timesteps(t_row, tmask))]

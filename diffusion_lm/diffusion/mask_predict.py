@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
-from .discrete import MaskedDiffusion
+from .mdlm import MaskedDiffusion
 from .generate import GenerationResult, Generator
 
 # γ(r): share of the target still masked after a fraction r of the iterations
@@ -96,7 +96,7 @@ class MaskPredictSampler(Generator):
     def generate(self, model: Denoiser, process: MaskedDiffusion, batch: dict[str, Any]) -> GenerationResult:
         if not isinstance(process, MaskedDiffusion):
             raise ConfigError(f"MaskPredictSampler needs MaskedDiffusion, got {type(process).__name__}")
-        mask_id = process._mask()
+        mask_id = process.mask_token()
         tmask = batch["target_mask"]  # (B, L)
         B, L = tmask.shape
         lengths = tmask.sum(1)  # (B,) N per row

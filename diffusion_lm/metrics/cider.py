@@ -38,9 +38,10 @@ from collections.abc import Sequence
 
 import torch
 
+from ..ngrams import ngram_counts
 from .corpus import CorpusMetric
 
-Ngrams = Counter  # n-gram tuple → count
+Ngrams = list[Counter]  # per order n = 1 … N: n-gram tuple → count
 
 _TOKEN = re.compile(r"[A-Za-z0-9\u00C0-\uFFFF]+(?:['’][A-Za-z]+)?|[^\sA-Za-z0-9\u00C0-\uFFFF]")
 
@@ -50,27 +51,21 @@ def caption_tokens(text: str, lowercase: bool = False) -> list[str]:
     return _TOKEN.findall(text.lower() if lowercase else text)
 
 
-def ngram_counts(tokens: Sequence[str], n: int = 4) -> Ngrams:
-    return Counter(tuple(tokens[i : i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
-
-
 def _tfidf(counts: Ngrams, df: Counter, log_n_docs: float, n: int) -> tuple[list[dict], list[float]]:
     """TF-IDF vector and its norm per n-gram order (Eq. 1)."""
-    vec: list[dict] = [{} for _ in range(n)]
-    for gram, tf in counts.items():
-        vec[len(gram) - 1][gram] = tf * (log_n_docs - math.log(max(1.0, df[gram])))
+    vec = [{gram: tf * (log_n_docs - math.log(max(1.0, df[gram]))) for gram, tf in order.items()} for order in counts[:n]]
     return vec, [math.sqrt(sum(v * v for v in order.values())) for order in vec]
 
 
 def _bigram_length(counts: Ngrams) -> int:
     """coco-caption's sentence length for the CIDEr-D penalty: the number of bigrams."""
-    return sum(c for gram, c in counts.items() if len(gram) == 2)
+    return sum(counts[1].values()) if len(counts) > 1 else 0
 
 
 def _document_frequency(refs: list[list[Ngrams]]) -> Counter:
     df: Counter = Counter()
     for example_refs in refs:
-        df.update({gram for r in example_refs for gram in r})
+        df.update({gram for r in example_refs for order in r for gram in order})
     return df
 
 

@@ -25,14 +25,24 @@ from torchmetrics.text import SacreBLEUScore
 class SacreBLEU(SacreBLEUScore):
     """Corpus SacreBLEU (13a tokenisation by default, 0–100 scale) with multi-reference support.
 
-    torchmetrics wants the same number of references per prediction; this pads with the first."""
+    The brevity penalty's reference length r is, per sentence, the length of the reference closest to the
+    hypothesis, the *shorter* one when two are equally close (sacrebleu's ``BLEU._get_closest_ref_len``).
+    torchmetrics takes the first of the closest, so the references are handed over shortest first (in
+    tokens); their n-gram counts are merged by a maximum, which no order changes. torchmetrics also wants
+    the same number of references per prediction: the list is padded with the shortest, which changes
+    neither the counts nor r."""
 
     def __init__(self, tokenize: str = "13a", lowercase: bool = False, **kwargs) -> None:
         super().__init__(tokenize=tokenize, lowercase=lowercase, **kwargs)
 
+    def reference_length(self, ref: str) -> int:
+        """Tokens of ``ref`` as torchmetrics counts them (an empty string has none)."""
+        return len(self.tokenizer(ref)) if ref else 0
+
     def update(self, preds: Sequence[str], target: Sequence[Sequence[str]]) -> None:  # type: ignore[override]
+        target = [sorted(refs, key=self.reference_length) for refs in target]  # stable: order kept on ties
         width = max((len(r) for r in target), default=1)
-        target = [list(r) + [r[0]] * (width - len(r)) for r in target]
+        target = [r + [r[0]] * (width - len(r)) for r in target]
         super().update(list(preds), target)
 
     def compute(self):  # noqa: D102

@@ -29,6 +29,7 @@ from ..metrics.text import default_metrics
 from ..models.config import DenoiserConfig
 from ..models.denoiser import Denoiser
 from ..models.ema import EMA
+from .fast_dev_run import FAST_DEV_RUN_TOKENS, head_rows
 
 
 def lr_lambda(step: int, warmup: int, total: int, kind: str, min_ratio: float) -> float:
@@ -180,8 +181,15 @@ class BaseRecipe(L.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def smoke_sized(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Under ``trainer.fast_dev_run`` the batch cut to a smoke-run size (:mod:`.fast_dev_run`), else as it is."""
+        if self._trainer is not None and self.trainer.fast_dev_run:
+            return head_rows(batch, FAST_DEV_RUN_TOKENS)
+        return batch
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        batch = self.smoke_sized(batch)
         out = self.compute_loss(batch, self.denoiser)
         B = batch["input_ids"].shape[0]
         self.log("train/loss", out.loss, batch_size=B)
@@ -222,6 +230,7 @@ class BaseRecipe(L.LightningModule):
         return self.tokenizer
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, generate: bool) -> None:
+        batch = self.smoke_sized(batch)
         model = self.eval_model
         with seeded(self.hparams.eval_seed + batch_idx, self.device):
             self.eval_loss.update(self.compute_loss(batch, model).loss.detach())
@@ -243,6 +252,7 @@ class BaseRecipe(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """JSON-ready generations of one batch (``diffusion-lm predict`` writes them to JSONL)."""
+        batch = self.smoke_sized(batch)
         with seeded(self.hparams.eval_seed + batch_idx, self.device):
             rows, steps = self.generate_tokens(batch, self.eval_model)
         tok = self.require_tokenizer()

@@ -12,8 +12,9 @@ from argparse import Namespace
 
 import torch
 
-from benchmarks.decode_speed import EOS, PAD, SEP, build, timed
+from benchmarks.decode_speed import EOS, PAD, SEP, build
 from benchmarks.decode_speed_continuous import diffusion_decode
+from benchmarks.timing import timed
 from diffusion_lm.data.layout import build_batch
 from diffusion_lm.diffusion import DDIMSampler, DiscreteSampler, GaussianDiffusion, MaskedDiffusion
 from diffusion_lm.models import Denoiser, DenoiserConfig

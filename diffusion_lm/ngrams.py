@@ -1,4 +1,7 @@
-"""Sentence-level BLEU on token sequences (ids or words), for MBR selection.
+"""N-gram counts of token sequences (ids or words) and sentence-level BLEU from them.
+
+The counts serve CIDEr (``metrics.cider``) and sentence BLEU; sentence BLEU serves MBR selection
+(``diffusion.mbr``), which compares every pair of candidates, so each side is counted once.
 
 BLEU = BP · exp(Σ_n log p_n / N)  (Papineni et al. 2002, eq. 1–2) with clipped n-gram precisions
 p_n, brevity penalty BP = min(1, exp(1 − r / c)), NIST "exp" smoothing for orders without a match
@@ -15,6 +18,7 @@ from collections.abc import Hashable, Sequence
 
 
 def ngram_counts(tokens: Sequence[Hashable], max_order: int = 4) -> list[Counter]:
+    """Counts of the n-grams of ``tokens`` for n = 1 … ``max_order``: element n − 1 maps n-gram tuples to counts."""
     return [Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)) for n in range(1, max_order + 1)]
 
 

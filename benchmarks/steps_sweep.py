@@ -19,11 +19,11 @@ import time
 import warnings
 
 import lightning as L
-import torch
 import yaml
 
-from diffusion_lm.calibrate import TimedGenerator
+from diffusion_lm.checkpoint import load_recipe
 from diffusion_lm.diffusion import AdaptiveDDIMSampler, DDIMSampler
+from diffusion_lm.diffusion.calibration import TimedGenerator
 from diffusion_lm.recipes import BaseRecipe
 
 
@@ -34,12 +34,6 @@ def build_class(class_path: str):
 
 def build(class_path: str, init_args: dict):
     return build_class(class_path)(**init_args)
-
-
-def load_recipe(path: str) -> tuple[BaseRecipe, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cls = build_class(ckpt["hyper_parameters"]["_class_path"])
-    return cls.load_from_checkpoint(path, weights_only=False, map_location="cpu"), ckpt
 
 
 def evaluate(model: BaseRecipe, dm, generator, device: str) -> dict:

@@ -132,6 +132,9 @@ class MaskedDiffusion(DiscreteDiffusion):
         self.loss_weighting = loss_weighting
         self.max_weight = max_weight
 
+    def trained_settings(self) -> dict[str, Any]:
+        return {"corruption": "absorbing (MASK)", **super().trained_settings()}
+
     def bind_tokenizer(self, tokenizer) -> None:
         if self.mask_id is None:
             self.mask_id = tokenizer.mask_id

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..metrics.sentence_bleu import bleu_from_counts, ngram_counts
+from ..stats.sentence_bleu import bleu_from_counts, ngram_counts
 from ..models.denoiser import Denoiser
 from .generate import DDIMSampler, GenerationResult, Generator
 

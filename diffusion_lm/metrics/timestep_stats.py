@@ -9,10 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-
-def bin_index(t: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """t ∈ [0, 1] → bin in {0 … K−1} (t = 1 falls into the last bin)."""
-    return (t.float() * num_bins).long().clamp(0, num_bins - 1)
+from ..stats.bins import bin_index
 
 
 class TimestepLossStats(Metric):

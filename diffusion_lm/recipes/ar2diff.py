@@ -11,12 +11,24 @@ prefix_lm``). Stage (3): ``init_from`` the stage-2 ``.ckpt`` and fine-tune on th
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from ..models.config import DenoiserConfig
-from ..models.convert import DIFFUSION_ONLY
+from ..models.convert import DIFFUSION_ONLY, adopt_architecture
+from .base import requested_architecture
 from .diffusion import DiffusionRecipe
-from .pretrained import FromPretrained
+from .pretrained import FromPretrained, pretrained_source
+
+
+def ar2diff_architecture(denoiser: Optional[DenoiserConfig], vocab_size: int, attention: str,
+                         source: DenoiserConfig) -> DenoiserConfig:
+    """The source's architecture (with ``denoiser``'s training choices) switched to ``attention`` with a
+    timestep embedding — zero-initialised output layer, so it adds exactly 0 at first. :class:`DiffusionRecipe`
+    then adjusts it for its process (``diffusion_architecture``: length head, self-conditioning input)."""
+    cfg = adopt_architecture(requested_architecture(denoiser, vocab_size), source)
+    cfg.attention = attention
+    cfg.timestep_embedding = True
+    return cfg
 
 
 class AR2Diff(FromPretrained, DiffusionRecipe):
@@ -35,13 +47,8 @@ class AR2Diff(FromPretrained, DiffusionRecipe):
         attention: Literal["prefix", "bidirectional"] = "prefix",
         **kwargs: Any,
     ) -> None:
-        self.attention = attention
-        self.read_pretrained(init_from, init_weights)
-        super().__init__(**kwargs)
-        self.load_pretrained_weights(may_add=DIFFUSION_ONLY)
-
-    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        self.adopt_pretrained(cfg)
-        cfg.attention = self.attention
-        cfg.timestep_embedding = True  # zero-initialised output layer: adds exactly 0 at first
-        super().configure_denoiser(cfg)  # length head when lengths are predicted
+        pre = pretrained_source(init_from, init_weights, kwargs.get("vocab_size", 0))
+        architecture = ar2diff_architecture(kwargs.pop("denoiser", None), kwargs.get("vocab_size", 0), attention,
+                                            pre.config)
+        super().__init__(denoiser=architecture, **kwargs)
+        self.init_from_pretrained(pre, may_add=DIFFUSION_ONLY)

@@ -1,40 +1,23 @@
-"""``diffusion-lm`` — the LightningCLI entry point.
-
-    diffusion-lm fit --config experiments/multi30k/from_scratch.yaml --trainer.max_steps 2000
-    diffusion-lm test --config experiments/multi30k/from_scratch.yaml --ckpt_path runs/…/last.ckpt
-    diffusion-lm fit --config … --print_config
-    diffusion-lm calibrate --config … --ckpt_path runs/…/last.ckpt      (ε of adaptive early stopping)
-    diffusion-lm predict --config … --ckpt_path runs/…/last.ckpt --output generations.jsonl
-    diffusion-lm distill --ckpt_path runs/…/teacher.ckpt --output_dir runs/distill   (sequence-level KD data)
-
-Configs are OmegaConf-resolved YAML (``${…}`` interpolation inside one file); components are
-injected with ``class_path``. Errors caused by the user's input (data, config values,
-checkpoints) end with one ``error: …`` line and exit code 2.
-"""
+"""The LightningCLI behind ``diffusion-lm`` (see :mod:`diffusion_lm.cli`) and the commands it dispatches."""
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import logging
 import os
 import sys
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-import yaml
-
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
-from .data.seq2seq import resolve_cache_dir
-from .errors import CheckpointError, DiffusionLMError
-from .recipes.base import BaseRecipe
+from ..checkpoint import SafeCheckpointIO
+from ..errors import DiffusionLMError
+from ..recipes.base import BaseRecipe
+from .checkpoint_config import SUBCOMMANDS, with_checkpoint_defaults
 from .trainer import DiffusionLMTrainer
+
 
 def trainer_defaults() -> dict:
     """TensorBoard under ``runs/`` and a ``last.ckpt`` every 1000 steps.
@@ -58,8 +41,6 @@ class DiffusionLMCLI(LightningCLI):
         Set here rather than as a ``trainer.plugins`` default, which would not serialise into config.yaml."""
         from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-        from .checkpoint import SafeCheckpointIO
-
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
@@ -79,72 +60,20 @@ class DiffusionLMCLI(LightningCLI):
         :func:`with_checkpoint_defaults` applies them *under* it instead."""
 
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "calibrate")
-
-
 def _distill(argv: list[str]) -> None:
     from .distill import main as distill_main
 
     distill_main(argv)
 
 
+def _export(argv: list[str]) -> None:
+    from .export import main as export_main
+
+    export_main(argv)
+
+
 # commands with their own argument parser: they build no Trainer, so LightningCLI does not parse them
-STANDALONE_COMMANDS = {"distill": _distill}
-
-
-def _ckpt_path_arg(args: list[str]) -> str | None:
-    for i, a in enumerate(args):
-        if a == "--ckpt_path" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--ckpt_path="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def with_checkpoint_defaults(args: list[str]) -> list[str]:
-    """``--ckpt_path FILE``: the checkpoint's model and data configuration (and its tokenizer) become
-    a config file inserted right after the subcommand, so every ``--config`` and ``--key value`` the
-    user gives still wins. ``diffusion-lm test --ckpt_path last.ckpt`` then needs nothing else."""
-    if not args or args[0] not in SUBCOMMANDS:
-        return args
-    path = _ckpt_path_arg(args)
-    if path is None or path in ("last", "best", "hpc", "registry") or not Path(path).is_file():
-        if path is not None and path not in ("last", "best", "hpc", "registry"):
-            raise CheckpointError(f"checkpoint not found: {path}")
-        return args
-    cfg = checkpoint_config(path)
-    if not cfg:
-        return args
-    fd, tmp = tempfile.mkstemp(prefix="ckpt-config-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(cfg, f)
-    atexit.register(os.remove, tmp)
-    return [args[0], "--config", tmp, *args[1:]]
-
-
-def checkpoint_config(path: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - not a zip, truncated, pickled objects …
-        raise CheckpointError(f"{path}: not a readable diffusion_lm checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    cfg: dict = {}
-    for key, section in (("hyper_parameters", "model"), ("datamodule_hyper_parameters", "data")):
-        hp = dict(ckpt.get(key) or {})
-        hp.pop("_instantiator", None)
-        class_path = hp.pop("_class_path", None)
-        if class_path:
-            cfg[section] = {"class_path": class_path, "init_args": hp}
-    if "tokenizer" in ckpt and "data" in cfg:
-        from .data.tokenization import TextTokenizer
-
-        digest = hashlib.sha1(ckpt["tokenizer"]["tokenizer_json"].encode()).hexdigest()[:12]
-        out = resolve_cache_dir(None) / "checkpoint-tokenizers" / digest
-        if not (out / "tokenizer.json").is_file():
-            TextTokenizer.from_dict(ckpt["tokenizer"]).save(out)
-        cfg["data"]["init_args"]["tokenizer"] = str(out)
-    return cfg
+STANDALONE_COMMANDS = {"distill": _distill, "export": _export}
 
 
 def _quiet() -> None:
@@ -186,7 +115,3 @@ def main(args: list[str] | None = None) -> None:
     except DiffusionLMError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

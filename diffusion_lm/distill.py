@@ -106,8 +106,8 @@ def checkpoint_datamodule(ckpt: dict, path: str, data_dir: Optional[str] = None)
                               "`diffusion-lm fit`, which records it)")
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        cls = vars(importlib.import_module(module)).get(name)
+    except ImportError:
         raise CheckpointError(f"{path}: its data module {class_path} cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, Seq2SeqDataModule)):
         raise CheckpointError(f"{path}: its data module {class_path} is not a seq2seq data module "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -224,7 +224,8 @@ def adopt_architecture(cfg: DenoiserConfig, source: DenoiserConfig) -> DenoiserC
     """The source's architecture with the recipe's training choices (dropout) from ``cfg``; with RoPE the
     recipe's ``max_len`` is kept too (no position table constrains it). A new config; neither is changed."""
     keep = set(TRAINING_FIELDS) | ({"max_len"} if source.position == "rope" else set())
-    return replace(source, **{f.name: getattr(cfg, f.name) for f in fields(DenoiserConfig) if f.name in keep})
+    values = cfg.to_dict()
+    return replace(source, **{name: values[name] for name in keep})
 
 
 def with_training_fields(source: DenoiserConfig, requested: Optional[DenoiserConfig]) -> DenoiserConfig:
@@ -232,7 +233,8 @@ def with_training_fields(source: DenoiserConfig, requested: Optional[DenoiserCon
     given: fine-tuning a model keeps every shape, ``max_len`` included."""
     if requested is None:
         return replace(source)
-    return replace(source, **{name: getattr(requested, name) for name in TRAINING_FIELDS})
+    values = requested.to_dict()
+    return replace(source, **{name: values[name] for name in TRAINING_FIELDS})
 
 
 def load_into(model: Denoiser, sd: dict[str, torch.Tensor], source: str, may_add: tuple[str, ...] = DIFFUSION_ONLY) -> list[str]:

@@ -21,11 +21,14 @@ from .pretrained import FromPretrained, pretrained_source
 
 
 def ar2diff_architecture(denoiser: Optional[DenoiserConfig], vocab_size: int, attention: str,
-                         source: DenoiserConfig) -> DenoiserConfig:
-    """The source's architecture (with ``denoiser``'s training choices) switched to ``attention`` with a
+                         source: Optional[DenoiserConfig]) -> DenoiserConfig:
+    """The source's architecture (with ``denoiser``'s training choices; ``denoiser`` itself without a source,
+    e.g. rebuilt from a checkpoint's hyper-parameters) switched to ``attention`` with a
     timestep embedding — zero-initialised output layer, so it adds exactly 0 at first. :class:`DiffusionRecipe`
     then adjusts it for its process (``diffusion_architecture``: length head, self-conditioning input)."""
-    cfg = adopt_architecture(requested_architecture(denoiser, vocab_size), source)
+    cfg = requested_architecture(denoiser, vocab_size)
+    if source is not None:
+        cfg = adopt_architecture(cfg, source)
     cfg.attention = attention
     cfg.timestep_embedding = True
     return cfg
@@ -34,7 +37,8 @@ def ar2diff_architecture(denoiser: Optional[DenoiserConfig], vocab_size: int, at
 class AR2Diff(FromPretrained, DiffusionRecipe):
     """Args:
         init_from: The AR source (``.ckpt`` of :class:`Autoregressive`, HF directory or Hub id) for stage 2,
-            or the stage-2 ``.ckpt`` for stage 3.
+            or the stage-2 ``.ckpt`` for stage 3; ``None`` rebuilds a checkpoint of this recipe from its
+            hyper-parameters alone (they hold the architecture).
         init_weights: ``ema`` or ``raw`` weights of a ``.ckpt`` source.
         attention: ``prefix`` (source attends to the source, target to everything) or ``bidirectional``.
         **kwargs: See :class:`DiffusionRecipe` (``process``, ``generator``, ``length_source`` …).
@@ -42,13 +46,13 @@ class AR2Diff(FromPretrained, DiffusionRecipe):
 
     def __init__(
         self,
-        init_from: str,
+        init_from: Optional[str],
         init_weights: Literal["ema", "raw"] = "ema",
         attention: Literal["prefix", "bidirectional"] = "prefix",
         **kwargs: Any,
     ) -> None:
         pre = pretrained_source(init_from, init_weights, kwargs.get("vocab_size", 0))
         architecture = ar2diff_architecture(kwargs.pop("denoiser", None), kwargs.get("vocab_size", 0), attention,
-                                            pre.config)
+                                            pre.config if pre else None)
         super().__init__(denoiser=architecture, **kwargs)
         self.init_from_pretrained(pre, may_add=DIFFUSION_ONLY)

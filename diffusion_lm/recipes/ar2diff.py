@@ -41,6 +41,8 @@ class AR2Diff(FromPretrained, DiffusionRecipe):
             hyper-parameters alone (they hold the architecture).
         init_weights: ``ema`` or ``raw`` weights of a ``.ckpt`` source.
         attention: ``prefix`` (source attends to the source, target to everything) or ``bidirectional``.
+        denoiser: Only its training choices (dropout) count: the architecture is the source's.
+        vocab_size: See :class:`BaseRecipe`.
         **kwargs: See :class:`DiffusionRecipe` (``process``, ``generator``, ``length_source`` …).
     """
 
@@ -49,10 +51,11 @@ class AR2Diff(FromPretrained, DiffusionRecipe):
         init_from: Optional[str],
         init_weights: Literal["ema", "raw"] = "ema",
         attention: Literal["prefix", "bidirectional"] = "prefix",
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
-        pre = pretrained_source(init_from, init_weights, kwargs.get("vocab_size", 0))
-        architecture = ar2diff_architecture(kwargs.pop("denoiser", None), kwargs.get("vocab_size", 0), attention,
-                                            pre.config if pre else None)
-        super().__init__(denoiser=architecture, **kwargs)
+        pre = pretrained_source(init_from, init_weights, vocab_size)
+        architecture = ar2diff_architecture(denoiser, vocab_size, attention, pre.config if pre else None)
+        super().__init__(denoiser=architecture, vocab_size=vocab_size, **kwargs)
         self.init_from_pretrained(pre, may_add=DIFFUSION_ONLY)

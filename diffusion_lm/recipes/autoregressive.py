@@ -47,6 +47,8 @@ class Autoregressive(FromPretrained, BaseRecipe):
         init_from: Start from a Hugging Face GPT-2 / Llama directory or Hub id, or a ``.ckpt`` of this
             framework (its architecture replaces ``denoiser``'s).
         init_weights: ``ema`` or ``raw`` weights of a ``.ckpt`` source.
+        denoiser: The architecture (with ``init_from``: only its training choices, see :mod:`.pretrained`).
+        vocab_size: See :class:`BaseRecipe`.
         **kwargs: See :class:`BaseRecipe`.
     """
 
@@ -56,12 +58,13 @@ class Autoregressive(FromPretrained, BaseRecipe):
         decoder: Optional[ARDecoder] = None,
         init_from: Optional[str] = None,
         init_weights: Literal["ema", "raw"] = "ema",
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
-        pre = pretrained_source(init_from, init_weights, kwargs.get("vocab_size", 0))
-        architecture = autoregressive_architecture(kwargs.pop("denoiser", None), kwargs.get("vocab_size", 0),
-                                                   attention, pre.config if pre else None)
-        super().__init__(denoiser=architecture, **kwargs)
+        pre = pretrained_source(init_from, init_weights, vocab_size)
+        architecture = autoregressive_architecture(denoiser, vocab_size, attention, pre.config if pre else None)
+        super().__init__(denoiser=architecture, vocab_size=vocab_size, **kwargs)
         self.decoder = decoder or ARDecoder()
         self.max_target_tokens: Optional[int] = None
         self.init_from_pretrained(pre)

@@ -48,6 +48,8 @@ class DiffusionRecipe(BaseRecipe):
             ``num_bins`` if it has one, else 20).
         timestep_log_every: Steps between two logs of those statistics and of the sampler's curves
             (``timestep/`` in TensorBoard: per-bin scalars, multi-line charts, an image).
+        denoiser: The architecture requested (adjusted for the process by :func:`diffusion_architecture`).
+        vocab_size: See :class:`BaseRecipe`.
         **kwargs: See :class:`BaseRecipe`.
     """
 
@@ -59,11 +61,13 @@ class DiffusionRecipe(BaseRecipe):
         length_source: Literal["predicted", "oracle"] = "predicted",
         timestep_bins: Optional[int] = None,
         timestep_log_every: int = 100,
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
         chosen = process or GaussianDiffusion()
-        architecture = diffusion_architecture(kwargs.pop("denoiser", None), kwargs.get("vocab_size", 0), chosen)
-        super().__init__(denoiser=architecture, **kwargs)
+        architecture = diffusion_architecture(denoiser, vocab_size, chosen)
+        super().__init__(denoiser=architecture, vocab_size=vocab_size, **kwargs)
         self.length_source = length_source
         self.process = chosen
         self.timestep_sampler = timestep_sampler or UniformSampler()

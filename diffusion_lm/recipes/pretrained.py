@@ -17,8 +17,8 @@ import logging
 from typing import Literal, Optional
 
 from ..errors import ConfigError
-from ..pretrained import Pretrained, load_pretrained
 from ..models.convert import load_into
+from ..pretrained import Pretrained, load_pretrained
 
 log = logging.getLogger(__name__)
 

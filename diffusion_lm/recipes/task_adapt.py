@@ -27,6 +27,7 @@ from ..diffusion.importance import ImportanceSampler
 from ..diffusion.process import DiffusionProcess
 from ..diffusion.timesteps import TimestepSampler
 from ..errors import CheckpointError
+from ..models.config import DenoiserConfig
 from ..models.convert import with_training_fields
 from ..models.params import TIMESTEP_AND_ATTENTION, matching_parameters
 from ..pretrained import Pretrained, load_pretrained
@@ -80,6 +81,9 @@ class TaskAdapt(FromPretrained, DiffusionRecipe):
             everything else is frozen. Default: timestep embedding, self-attention, length head.
         init_weights: ``ema`` (the checkpoint's EMA copy, if it has one) or ``raw``.
         timestep_sampler: Default: :class:`~diffusion_lm.diffusion.ImportanceSampler` with its defaults.
+        process: Default: the checkpoint's; a given one must agree with it on ``trained_settings()``.
+        denoiser: Only its training choices (dropout) count: the architecture is the checkpoint's.
+        vocab_size: The data's vocabulary size: must be the checkpoint's.
         **kwargs: See :class:`DiffusionRecipe` and :class:`BaseRecipe`.
     """
 
@@ -89,20 +93,22 @@ class TaskAdapt(FromPretrained, DiffusionRecipe):
         trainable: Sequence[str] = DEFAULT_TRAINABLE,
         init_weights: Literal["ema", "raw"] = "ema",
         timestep_sampler: Optional[TimestepSampler] = None,
+        process: Optional[DiffusionProcess] = None,
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
         pre = load_pretrained(str(checkpoint), init_weights)
-        vocab = kwargs.get("vocab_size") or 0
+        vocab = vocab_size
         if vocab and vocab != pre.config.vocab_size:
             raise CheckpointError(
                 f"{checkpoint} was trained with a {pre.config.vocab_size}-token vocabulary but the data's tokenizer "
                 f"has {vocab} tokens: set data.init_args.tokenizer: {checkpoint} so that the data is tokenised with "
                 "the checkpoint's own tokenizer"
             )
-        architecture = with_training_fields(pre.config, kwargs.pop("denoiser", None))
-        process = checkpoint_process(pre, kwargs.pop("process", None))
+        architecture = with_training_fields(pre.config, denoiser)
         super().__init__(timestep_sampler=timestep_sampler or ImportanceSampler(), denoiser=architecture,
-                         process=process, **{**kwargs, "vocab_size": pre.config.vocab_size})
+                         process=checkpoint_process(pre, process), vocab_size=pre.config.vocab_size, **kwargs)
         self.init_from_pretrained(pre)
         self.checkpoint_path = checkpoint
         self._pretrained_tokenizer = pre.tokenizer

@@ -200,7 +200,7 @@ def run_training_arm(args, claim: str, name: str, seed: int, out: Path) -> dict:
 
 def run_adaptive(args, seed: int, out: Path) -> dict:
     """Calibrate ε on validation for the uniform AR2Diff checkpoint of ``seed``; test at ε and at fixed K."""
-    from diffusion_lm.calibrate import calibrate
+    from diffusion_lm.cli.calibrate import calibrate
     from diffusion_lm.diffusion import MaskPredictSampler
 
     src = out / "importance" / "uniform" / f"seed{seed}" / "checkpoints" / "last.ckpt"

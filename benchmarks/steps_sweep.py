@@ -19,11 +19,10 @@ import time
 import warnings
 
 import lightning as L
-import torch
-
-from diffusion_lm.calibrate import TimedGenerator
+from diffusion_lm.checkpoint import load_recipe
 from diffusion_lm.cli import build_cli
 from diffusion_lm.diffusion import AdaptiveDDIMSampler, DDIMSampler
+from diffusion_lm.diffusion.calibration import TimedGenerator
 from diffusion_lm.recipes import BaseRecipe
 
 
@@ -38,12 +37,6 @@ def build_datamodule(config: str, limit_eval: int):
     args = ["--config", config, f"--data.init_args.limit_eval={limit_eval}", "--trainer.accelerator=cpu",
             "--trainer.devices=1", "--trainer.logger=false"]
     return build_cli(args, run=False).datamodule
-
-
-def load_recipe(path: str) -> tuple[BaseRecipe, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cls = build_class(ckpt["hyper_parameters"]["_class_path"])
-    return cls.load_from_checkpoint(path, weights_only=False, map_location="cpu"), ckpt
 
 
 def evaluate(model: BaseRecipe, dm, generator, device: str) -> dict:

@@ -1,4 +1,4 @@
-"""``diffusion-lm distill``: sequence-level knowledge distillation (Kim & Rush 2016).
+"""Sequence-level knowledge distillation (Kim & Rush 2016): the data ``diffusion-lm distill`` writes.
 
 Sequence-level KD (Kim & Rush 2016, §3.2) replaces the teacher's distribution over target sequences by
 its mode, approximated by beam search, ŷ ≈ argmax_y p_teacher(y | x), and trains the student on the pairs
@@ -17,7 +17,6 @@ the dataset folder are copied unchanged. ``--data.init_args.data_dir=<output_dir
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import time
@@ -29,7 +28,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from .checkpoint import load_matching, read_checkpoint
+from .checkpoint import read_checkpoint
 from .data.atomic import atomic_output, copy_atomic, write_jsonl_atomic
 from .data.jsonl import SPLIT_SUFFIXES, find_split_file
 from .data.layout import trim_at_eos
@@ -37,9 +36,10 @@ from .data.sampler import token_budget_batches
 from .data.seq2seq import Seq2SeqDataModule
 from .data.tokenization import TextTokenizer
 from .errors import CheckpointError, ConfigError
-from .models.convert import pretrained_from_checkpoint
+from .models.convert import load_into
 from .models.decoding import ARDecoder
 from .models.denoiser import Denoiser
+from .pretrained import pretrained_from_checkpoint
 
 AUTOREGRESSIVE_ATTENTION = ("causal", "prefix_causal")  # what the Autoregressive recipe trains with
 
@@ -92,7 +92,7 @@ def load_teacher(path: str | Path, data_dir: Optional[str] = None, weights: Lite
     if pre.tokenizer is None:
         raise CheckpointError(f"{path}: the checkpoint stores no tokenizer (it was trained without a data module)")
     model = Denoiser(pre.config)
-    load_matching(model, pre.state_dict, path)
+    load_into(model, pre.state_dict, path, may_add=())
     return Teacher(model.eval(), pre.tokenizer, checkpoint_datamodule(ckpt, path, data_dir), path)
 
 
@@ -106,8 +106,8 @@ def checkpoint_datamodule(ckpt: dict, path: str, data_dir: Optional[str] = None)
                               "`diffusion-lm fit`, which records it)")
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        cls = vars(importlib.import_module(module)).get(name)
+    except ImportError:
         raise CheckpointError(f"{path}: its data module {class_path} cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, Seq2SeqDataModule)):
         raise CheckpointError(f"{path}: its data module {class_path} is not a seq2seq data module "
@@ -242,38 +242,3 @@ def summary(report: DistillReport, output_dir: str | Path) -> str:
         f"wrote {report.output}" + (f" (copied: {', '.join(report.copied)})" if report.copied else ""),
         f"train on it: --data.init_args.data_dir={output_dir}",
     ])
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffusion-lm distill", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt_path", required=True, help="Autoregressive teacher checkpoint (.ckpt of this framework)")
-    p.add_argument("--output_dir", required=True, help="data root to write: <output_dir>/<dataset>/<split>.jsonl.gz")
-    p.add_argument("--split", default="train", help="split to distill (train, validation, test)")
-    p.add_argument("--beam_size", type=int, default=1, help="1 = greedy; Kim & Rush decode with a beam (e.g. 4)")
-    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the data's max_tgt_len + 1 (EOS)")
-    p.add_argument("--length_penalty", type=float, default=1.0, help="beam ranking log p / length^α")
-    p.add_argument("--max_tokens", type=int, default=65536, help="per batch: rows · beams · (prompt + new tokens)")
-    p.add_argument("--max_batch_size", type=int, default=512)
-    p.add_argument("--limit", type=int, default=0, help="distill only the first N rows (0 = all)")
-    p.add_argument("--data_dir", default=None, help="data root of the source split (default: the checkpoint's)")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--precision", choices=("32", "bf16"), default=None, help="default: bf16 on cuda, else 32")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    p.add_argument("--no_gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing distilled split")
-    p.add_argument("--no_progress", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str]) -> None:
-    """Errors are raised as :class:`~diffusion_lm.errors.DiffusionLMError` for the CLI to print."""
-    a = build_parser().parse_args(list(argv))
-    if a.beam_size < 1 or (a.max_new_tokens is not None and a.max_new_tokens < 1):
-        raise ConfigError("--beam_size and --max_new_tokens must be ≥ 1")
-    report = distill(a.ckpt_path, a.output_dir, split=a.split, beam_size=a.beam_size, max_new_tokens=a.max_new_tokens,
-                     length_penalty=a.length_penalty, max_tokens=a.max_tokens, max_batch_size=a.max_batch_size,
-                     limit=a.limit, data_dir=a.data_dir, device=a.device, precision=a.precision, weights=a.weights,
-                     gzip=not a.no_gzip, overwrite=a.overwrite, progress=not a.no_progress)
-    print(summary(report, a.output_dir))

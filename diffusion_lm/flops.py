@@ -6,9 +6,11 @@ what ``torch.utils.flop_counter`` counts): per token and layer, the qkv/out/MLP 
 around the blocks the latent in/out projections, the timestep MLP, the self-conditioning projection,
 and the output head (V × E), which the recipes apply only to the positions that get a loss.
 
-A training step costs 3 forward passes (forward, and backward ≈ 2 × forward) plus any gradient-free
-forward passes the recipe makes (self-conditioning estimate). Recomputation by activation
-checkpointing is not counted: MFU is *model* FLOPs utilisation.
+A trained forward pass costs 3 forward passes (forward, and backward ≈ 2 × forward); a training step
+makes one or more of them (SUNDAE's unrolled denoising trains a second pass) plus any gradient-free forward
+passes (the self-conditioning estimate, FastDiSS's confidence pass): the recipe reports both through
+:meth:`CountsFlops.step_flops`, from its process. Recomputation by activation checkpointing is not counted:
+MFU is *model* FLOPs utilisation.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class StepFlops:
         config: The denoiser's architecture.
         grad_free_passes: Expected extra forward passes without gradient per step (e.g. the
             self-conditioning estimate, taken with probability p: 0.5).
+        trained_passes: Forward passes with gradient per step (each with its backward pass).
     """
 
     config: DenoiserConfig
     grad_free_passes: float = 0.0
+    trained_passes: float = 1.0
 
     def forward_per_token(self, seq_len: int) -> float:
         """Forward FLOPs of one token in a sequence of ``seq_len`` positions, head excluded."""
@@ -66,4 +70,11 @@ class StepFlops:
         head_tokens = tokens if head_tokens is None else head_tokens
         body = tokens * self.forward_per_token(seq_len)  # type: ignore[arg-type]
         head = 2.0 * head_params(self.config) * head_tokens
-        return 3.0 * (body + head) + self.grad_free_passes * body
+        return 3.0 * self.trained_passes * (body + head) + self.grad_free_passes * body
+
+
+class CountsFlops:
+    """A LightningModule whose training step's FLOPs are known (the throughput callback's MFU reads them)."""
+
+    def step_flops(self) -> StepFlops:
+        raise NotImplementedError

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion_lm.calibrate import as_adaptive
+from diffusion_lm.diffusion.calibration import as_adaptive
 from diffusion_lm.diffusion import AdaptiveMaskPredictSampler, MaskedDiffusion, MaskPredictSampler
 from .test_mask_predict import MASK, RecordingModel, gen_batch
 

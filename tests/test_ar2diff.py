@@ -185,10 +185,10 @@ def test_gpt2_checkpoint_in_the_ar_recipe_and_back(toy_root, tmp_path):
 def test_export_command_turns_an_ar_checkpoint_into_a_hf_model(mixed_root, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from diffusion_lm.models.convert import main as convert_main
+    from diffusion_lm.cli import main
 
     path, ar = save_ar_checkpoint(mixed_root, tmp_path, steps=2)
-    convert_main(["export", str(path), str(tmp_path / "hf")])
+    main(["export", str(path), str(tmp_path / "hf")])
     assert str(tmp_path / "hf") in capsys.readouterr().out
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))

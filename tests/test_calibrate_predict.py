@@ -10,7 +10,8 @@ import yaml
 
 import logging
 
-from diffusion_lm.calibrate import CalibrationPoint, at_grid_edge, calibrate, select_epsilon, warn_if_at_grid_edge
+from diffusion_lm.cli.calibrate import calibrate
+from diffusion_lm.diffusion.calibration import CalibrationPoint, at_grid_edge, select_epsilon, warn_if_at_grid_edge
 from diffusion_lm.cli import main
 
 from .test_cli import toy_config
@@ -38,7 +39,7 @@ def test_selection_for_lower_is_better_metrics_and_ties():
 def test_default_tolerance_is_at_most_the_papers_bleu_drop():
     import inspect
 
-    from diffusion_lm.trainer import DiffusionLMTrainer
+    from diffusion_lm.cli.trainer import DiffusionLMTrainer
 
     for fn in (calibrate, DiffusionLMTrainer.calibrate):
         assert inspect.signature(fn).parameters["tolerance"].default <= 0.2
@@ -47,7 +48,7 @@ def test_default_tolerance_is_at_most_the_papers_bleu_drop():
 
 def test_a_choice_at_the_largest_epsilon_of_the_sweep_is_flagged(caplog):
     pts = curve()
-    with caplog.at_level(logging.WARNING, logger="diffusion_lm.calibrate"):
+    with caplog.at_level(logging.WARNING, logger="diffusion_lm.diffusion.calibration"):
         assert not warn_if_at_grid_edge(pts, select_epsilon(pts, 0.5))  # ε = 0.05 < 0.2, the largest tried
         assert not caplog.records
         edge = [*pts, P(0.5, 29.95, 4.0, 2.0)]

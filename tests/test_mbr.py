@@ -10,7 +10,7 @@ from diffusion_lm.data.layout import build_batch
 from diffusion_lm.diffusion import MBRGenerator
 from diffusion_lm.diffusion.generate import GenerationResult, Generator
 from diffusion_lm.diffusion.mbr import mbr_select
-from diffusion_lm.ngrams import sentence_bleu
+from diffusion_lm.stats.ngrams import sentence_bleu
 
 
 def sacre(h, r):

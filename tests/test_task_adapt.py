@@ -1,17 +1,22 @@
 """TaskAdapt: initialisation from a diffusion_lm checkpoint, freezing, clear errors on mismatches."""
 
+import inspect
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 
-from diffusion_lm.checkpoint import checkpoint_tokenizer
-from diffusion_lm.diffusion import DDIMSampler, ImportanceSampler, LossVariance
+from diffusion_lm.data.tokenization import checkpoint_tokenizer
+from diffusion_lm.diffusion import CosineSchedule, DDIMSampler, GaussianDiffusion, ImportanceSampler, LossVariance
 from diffusion_lm.errors import CheckpointError, ConfigError
 from diffusion_lm.models import DenoiserConfig
 from diffusion_lm.recipes import TaskAdapt
 
 from .conftest import cpu_trainer, tiny_recipe, toy_datamodule, write_jsonl
+
+
+GAUSSIAN_ARGS = set(inspect.signature(GaussianDiffusion).parameters)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +98,28 @@ def test_vocabulary_mismatch_is_a_clear_error(pretrained):
         adapt(path, source.denoiser.config.vocab_size + 7)
 
 
-def test_shape_mismatch_is_a_clear_error(toy_root, pretrained):
+def test_denoiser_changes_only_the_dropout(pretrained):
     path, source = pretrained
-    wider = DenoiserConfig(d_model=64, n_layers=2, n_heads=2, embed_dim=16, max_len=56)
-    with pytest.raises(CheckpointError, match=r"time_embed\.fc1\.weight: checkpoint \(32, 32\) vs model \(64, 64\).*leave model.init_args.denoiser unset"):
-        adapt(path, source.denoiser.config.vocab_size, denoiser=wider)
+    wider = DenoiserConfig(d_model=64, n_layers=2, n_heads=2, embed_dim=16, max_len=56, dropout=0.2)
+    model = adapt(path, source.denoiser.config.vocab_size, denoiser=wider)
+    assert model.denoiser.config == replace(source.denoiser.config, dropout=0.2)  # the rest is the checkpoint's
+    for (name, p), e in zip(model.denoiser.named_parameters(), source.ema.model.parameters()):
+        torch.testing.assert_close(p, e, msg=name)
+
+
+def test_process_comes_from_the_checkpoint_or_must_agree(pretrained):
+    path, source = pretrained
+    vocab = source.denoiser.config.vocab_size
+    stored = adapt(path, vocab).process
+    assert type(stored) is type(source.process) and stored.trained_settings() == source.process.trained_settings()
+    same = GaussianDiffusion(**{k: v for k, v in vars(source.process).items() if k in GAUSSIAN_ARGS})
+    assert adapt(path, vocab, process=same).process is same
+    other = GaussianDiffusion(**{**{k: v for k, v in vars(source.process).items() if k in GAUSSIAN_ARGS},
+                                 "embed_scale": 2.0})
+    with pytest.raises(CheckpointError, match=r"another process \(embed_scale: 1.0 in the checkpoint, 2.0 given\)"):
+        adapt(path, vocab, process=other)
+    with pytest.raises(CheckpointError, match=r"schedule: .*SqrtSchedule.* in the checkpoint, .*CosineSchedule.* given"):
+        adapt(path, vocab, process=GaussianDiffusion(schedule=CosineSchedule()))
 
 
 def test_other_tokenizer_of_the_same_size_is_a_clear_error(pretrained, tmp_path):
@@ -116,10 +138,23 @@ def test_other_tokenizer_of_the_same_size_is_a_clear_error(pretrained, tmp_path)
 
 def test_bad_inputs_name_the_problem(pretrained, tmp_path):
     path, source = pretrained
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(CheckpointError, match="not found"):
         adapt(tmp_path / "missing.ckpt", 10)
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="not a readable"):
         adapt(tmp_path / "junk.ckpt", 10)
     with pytest.raises(ConfigError, match="'decoder.*' matches no parameter"):
         adapt(path, source.denoiser.config.vocab_size, trainable=["decoder.*"])
+
+
+def test_stored_process_builds_the_cli_class_path():
+    from diffusion_lm.diffusion import MaskedDiffusion
+    from diffusion_lm.pretrained import Pretrained
+    from diffusion_lm.recipes.task_adapt import stored_process
+
+    spec = {"class_path": "diffusion_lm.diffusion.MaskedDiffusion",
+            "init_args": {"schedule": {"class_path": "diffusion_lm.diffusion.CosineSchedule", "init_args": {"s": 0.01}}}}
+    proc = stored_process(Pretrained(DenoiserConfig(), {}, None, "x.ckpt", {"process": spec}))
+    assert isinstance(proc, MaskedDiffusion) and isinstance(proc.schedule, CosineSchedule) and proc.schedule.s == 0.01
+    with pytest.raises(CheckpointError, match="x.ckpt: its process hyper-parameter cannot be built"):
+        stored_process(Pretrained(DenoiserConfig(), {}, None, "x.ckpt", {"process": {"class_path": "no.such.Process"}}))

@@ -152,3 +152,21 @@ def test_the_sync_detector_can_fail():
         float(x.sum())
         torch.randn(3).tolist()  # a host tensor: fine
     assert [h.split("\n")[0] for h in detector.hits] == ["aten::index", "aten::_local_scalar_dense"]
+
+
+def test_recipes_count_every_forward_pass_of_their_process():
+    from diffusion_lm.diffusion import FastDiSSDiffusion, UniformDiffusion
+    from diffusion_lm.models import DenoiserConfig
+
+    from .conftest import TINY_DENOISER, tiny_recipe
+
+    sundae = tiny_recipe(40, process=UniformDiffusion(unroll=True)).step_flops()
+    assert (sundae.trained_passes, sundae.grad_free_passes) == (2.0, 0.0)  # the unrolled pass is trained
+    single = tiny_recipe(40, process=UniformDiffusion(unroll=False)).step_flops()
+    assert (single.trained_passes, single.grad_free_passes) == (1.0, 0.0)
+    assert sundae(1000, 20) == pytest.approx(2 * single(1000, 20))
+    fastdiss = tiny_recipe(40, process=FastDiSSDiffusion(self_condition_prob=0.5)).step_flops()
+    assert (fastdiss.trained_passes, fastdiss.grad_free_passes) == (1.0, 1.5)  # confidence pass + p · estimate
+    cfg = DenoiserConfig(**{**TINY_DENOISER, "vocab_size": 40})
+    assert StepFlops(cfg, grad_free_passes=1.5)(1000, 20) == pytest.approx(
+        StepFlops(cfg)(1000, 20) + 1.5 * 1000 * StepFlops(cfg).forward_per_token(20))

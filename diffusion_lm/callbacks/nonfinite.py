@@ -21,6 +21,8 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..errors import DiffusionLMError
@@ -31,12 +33,13 @@ class NonFiniteLossError(DiffusionLMError):
 
 
 def _raw_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    return getattr(optimizer, "_optimizer", optimizer)  # unwrap LightningOptimizer
+    return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
 
 
 def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """Fused Adam/AdamW/SGD kernels skip the update where ``found_inf`` is set (no host read)."""
-    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and bool(optimizer.defaults.get("fused"))
+    # torch sets this private flag on the instance of the optimizers whose step accepts grad_scale/found_inf
+    return bool(vars(optimizer).get("_step_supports_amp_scaling", False)) and bool(optimizer.defaults.get("fused"))
 
 
 class NonFiniteGuard(L.Callback):
@@ -64,7 +67,8 @@ class NonFiniteGuard(L.Callback):
             self._skipped = torch.zeros((), dtype=torch.long, device=device)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+        plugin = trainer.precision_plugin
+        if isinstance(plugin, (MixedPrecision, FSDPPrecision)) and plugin.scaler is not None:
             return  # fp16: the GradScaler already skips overflowing steps (and lowers its scale)
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads:

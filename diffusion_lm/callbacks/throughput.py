@@ -25,7 +25,8 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from ..flops import StepFlops
+from ..data.loader import ResumableDataLoader
+from ..flops import CountsFlops, StepFlops
 
 PROG_BAR = ("throughput/tokens_per_sec", "throughput/mfu", "throughput/gpu_mem_peak_gib")
 
@@ -68,10 +69,8 @@ class ThroughputMonitor(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        denoiser = getattr(pl_module, "denoiser", None)
-        if denoiser is not None:
-            passes = getattr(pl_module, "grad_free_passes", None)
-            self.flops = StepFlops(denoiser.config, float(passes()) if callable(passes) else 0.0)
+        if isinstance(pl_module, CountsFlops):
+            self.flops = pl_module.step_flops()
         self._peak = self.peak_tflops * 1e12 if self.peak_tflops else device_peak_flops(trainer)
 
     def _reset_counters(self, device: torch.device | None) -> None:
@@ -128,7 +127,7 @@ class ThroughputMonitor(L.Callback):
     @staticmethod
     def _loader_wait(trainer: L.Trainer) -> float | None:
         loader = trainer.train_dataloader
-        return getattr(loader, "wait_seconds", None)
+        return loader.wait_seconds if isinstance(loader, ResumableDataLoader) else None
 
     def _measure(self, trainer: L.Trainer) -> dict[str, float]:
         counts = torch.stack([self._tokens, self._token_len, self._head_tokens])

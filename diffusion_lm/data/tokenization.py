@@ -13,7 +13,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import DataError
+from ..checkpoint import read_checkpoint
+from ..errors import CheckpointError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,20 @@ def tokenizer_from_checkpoint(checkpoint: dict) -> TextTokenizer | None:
     return TextTokenizer.from_dict(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
 
 
+def checkpoint_tokenizer(path: str | Path) -> TextTokenizer:
+    """The tokenizer stored in the diffusion_lm checkpoint at ``path``."""
+    tok = tokenizer_from_checkpoint(read_checkpoint(path))
+    if tok is None:
+        raise CheckpointError(f"{path}: the checkpoint stores no tokenizer (it was trained without a data module)")
+    return tok
+
+
 def load_pretrained_tokenizer(name_or_path: str) -> TextTokenizer:
     """A Hugging Face tokenizer (a local directory, or a Hub id when the network allows), or the
     tokenizer stored in a diffusion_lm checkpoint when the path ends in ``.ckpt``."""
     from transformers import AutoTokenizer
 
     if str(name_or_path).endswith(".ckpt"):
-        from ..checkpoint import checkpoint_tokenizer
-
         return checkpoint_tokenizer(name_or_path)
 
     try:

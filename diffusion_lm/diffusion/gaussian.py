@@ -134,6 +134,10 @@ class GaussianDiffusion(DiffusionProcess):
     def grad_free_passes(self, self_condition: bool) -> float:
         return self.self_condition_prob if self_condition else 0.0
 
+    def trained_settings(self) -> dict[str, Any]:
+        return {"space": "gaussian embeddings", "prediction": self.prediction, "embed_norm": self.embed_norm,
+                "embed_scale": self.embed_scale, **super().trained_settings()}
+
     # ------------------------------------------------------------------ loss
     def training_loss(
         self, model: Denoiser, batch: dict[str, Any], t: torch.Tensor, weights: torch.Tensor

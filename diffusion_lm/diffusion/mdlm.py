@@ -9,7 +9,7 @@ the ancestral step of eq. 7 (:meth:`MaskedDiffusion.step`) in :class:`~.discrete
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,9 @@ class MaskedDiffusion(DiscreteDiffusion):
         self.mask_id = mask_id
         self.loss_weighting = loss_weighting
         self.max_weight = max_weight
+
+    def trained_settings(self) -> dict[str, Any]:
+        return {"corruption": "absorbing (MASK)", **super().trained_settings()}
 
     def bind_tokenizer(self, tokenizer) -> None:
         if self.mask_id is None:

@@ -23,6 +23,21 @@ class LossOutput(NamedTuple):
     logs: dict[str, torch.Tensor]  # detached scalars for logging
 
 
+class ForwardPasses(NamedTuple):
+    """Denoiser forward passes per training step, for FLOP counts: ``trained`` ones (each also costs a
+    backward pass) and expected ``grad_free`` ones (self-conditioning estimates, confidence passes)."""
+
+    trained: float = 1.0
+    grad_free: float = 0.0
+
+
+def schedule_settings(schedule: NoiseSchedule) -> dict[str, Any]:
+    """A schedule as plain values: its class and its numeric parameters (a wrapped schedule nested)."""
+    params = {k: schedule_settings(v) if isinstance(v, NoiseSchedule) else v
+              for k, v in sorted(vars(schedule).items()) if isinstance(v, (NoiseSchedule, int, float, str, bool))}
+    return {"class": type(schedule).__name__, **params}
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
     mask = mask.to(x.dtype)
     if dim is None:
@@ -75,6 +90,16 @@ class DiffusionProcess:
     def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002
         """Expected denoiser forwards without gradient per training step (for FLOP counts)."""
         return 0.0
+
+    def forward_passes_per_step(self, self_condition: bool) -> ForwardPasses:
+        """Forward passes of one training step (for FLOP counts / MFU): one trained pass plus
+        :meth:`grad_free_passes`; processes that train more than one pass per step override it."""
+        return ForwardPasses(1.0, float(self.grad_free_passes(self_condition)))
+
+    def trained_settings(self) -> dict[str, Any]:
+        """The settings a trained denoiser's weights depend on (what its inputs and outputs mean): a model
+        fine-tuned from a checkpoint (TaskAdapt) must keep them. The schedule here; subclasses add theirs."""
+        return {"schedule": schedule_settings(self.schedule)}
 
     def no_weight_decay(self) -> set[str]:
         """Denoiser parameter names the optimiser must not decay because the process normalises them

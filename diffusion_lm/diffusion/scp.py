@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..binning import bin_index
+from ..stats.bins import bin_index
 from ..errors import ConfigError
 from .variance import all_reduce_sum
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..models.denoiser import Denoiser
 from .discrete import DenoisePass, DiscreteDiffusion, sample_tokens
-from .process import masked_mean
+from .process import ForwardPasses, masked_mean
 from .schedule import NoiseSchedule
 
 
@@ -67,6 +67,13 @@ class UniformDiffusion(DiscreteDiffusion):
         self.temperature = temperature
         self.top_p = top_p
         self.update_proportion = update_proportion
+
+    def trained_settings(self) -> dict[str, Any]:
+        return {"corruption": "uniform", "time_conditioning": self.time_conditioning, **super().trained_settings()}
+
+    def forward_passes_per_step(self, self_condition: bool) -> ForwardPasses:
+        """The unrolled pass is trained too (with its backward pass), not gradient-free."""
+        return ForwardPasses(2.0 if self.unroll else 1.0, float(self.grad_free_passes(self_condition)))
 
     # --- training
     def corrupt(self, model: Denoiser, ids: torch.Tensor, target_mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

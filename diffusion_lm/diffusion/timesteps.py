@@ -22,6 +22,8 @@ class TimestepSampler:
     ``state_dict``/``load_state_dict`` are stored in the recipe's checkpoint.
     """
 
+    num_bins: int = 20  # bins of t for the recipe's per-noise-level loss statistics (adaptive samplers: theirs)
+
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(t, weight)``, both of shape (B,): t ∈ [0, 1], weight multiplies the loss."""
         raise NotImplementedError

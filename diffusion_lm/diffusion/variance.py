@@ -1,6 +1,6 @@
 """Per-noise-level estimators of v(t), the quantity the importance sampler makes p(t) proportional to.
 
-t ∈ [0, 1] is split into K equal bins (``binning.bin_index``). Every estimator keeps
+t ∈ [0, 1] is split into K equal bins (``stats.bins.bin_index``). Every estimator keeps
 *decayed sums* per bin: at each observation all sums are multiplied by ``decay`` and the new batch's
 sums are added, an exponential moving average without start-up bias (``decay = 1`` pools everything).
 The batch sums are all-reduced across DDP ranks before they are added, so every rank holds the same
@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..binning import bin_index
+from ..stats.bins import bin_index
 from ..models.params import TIMESTEP_AND_ATTENTION, matching_parameters
 
 

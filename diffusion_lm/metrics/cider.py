@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ngrams import ngram_counts
+from ..stats.ngrams import ngram_counts
 from .corpus import CorpusMetric
 
 Ngrams = list[Counter]  # per order n = 1 … N: n-gram tuple → count

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from ..binning import bin_index
+from ..stats.bins import bin_index
 
 
 class TimestepLossStats(Metric):

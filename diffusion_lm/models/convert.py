@@ -1,8 +1,9 @@
-"""Pretrained weights ↔ the shared :class:`Denoiser`: Hugging Face GPT-2 / Llama-family checkpoints and
-the framework's own ``.ckpt`` files (AR2Diff stage 1 → 2 → 3, the AR baseline, the GPT-2 baseline).
+"""Hugging Face GPT-2 / Llama-family weights ↔ the shared :class:`Denoiser`: configs and tensor names mapped
+both ways, the architecture a pretrained source fixes, and the export back to a causal-LM directory. Pure
+format conversion: reading files and tokenizers is :mod:`diffusion_lm.pretrained`'s.
 
-    pre = load_pretrained("path/to/gpt2-dir")      # or a Llama dir, a Hub id (network), or runs/…/last.ckpt
-    model = Denoiser(pre.config); model.load_state_dict(pre.state_dict)
+    pre = load_pretrained("path/to/gpt2-dir")      # diffusion_lm.pretrained: a Llama dir, a Hub id, a .ckpt
+    model = Denoiser(pre.config); load_into(model, pre.state_dict, pre.source)
     export_hf(model, "out-dir", tokenizer)          # back to a GPT2LMHeadModel / LlamaForCausalLM directory
 
 Mapping (D = d_model). GPT-2 stores its linear layers as ``Conv1D`` (weight (in, out), the transpose of
@@ -14,21 +15,19 @@ so no permutation is needed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional, Protocol
 
 import torch
 
-from ..checkpoint import denoiser_weights, read_checkpoint
-from ..data.tokenization import TextTokenizer, load_pretrained_tokenizer, tokenizer_from_checkpoint
 from ..errors import CheckpointError, ConfigError
 from .config import DenoiserConfig
 from .denoiser import Denoiser
+from .state_dict import load_checked
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,13 @@ DIFFUSION_ONLY = ("time_embed.", "self_cond_proj.", "length_head.")
 TRAINING_FIELDS = ("dropout",)
 
 
-@dataclass
-class Pretrained:
-    config: DenoiserConfig  # architecture of the source (its attention mode as it was trained)
-    state_dict: dict[str, torch.Tensor]  # keys of :class:`Denoiser`
-    tokenizer: Optional[TextTokenizer]
-    source: str
+class TextTokenizer(Protocol):
+    """What the export needs of a tokenizer (``diffusion_lm.data.tokenization.TextTokenizer`` has it)."""
+
+    eos_id: int
+    pad_id: int
+
+    def save(self, directory: str | Path) -> None: ...
 
 
 # ---------------------------------------------------------------------- Hugging Face families
@@ -219,128 +219,28 @@ class LlamaFamily:
 FAMILIES = {"gpt2": GPT2Family, "llama": LlamaFamily, "mistral": LlamaFamily}
 
 
-# ---------------------------------------------------------------------- reading sources
-def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a (possibly sharded) safetensors or PyTorch-bin checkpoint directory."""
-    from safetensors.torch import load_file
-
-    for index_name, single, loader in (
-        ("model.safetensors.index.json", "model.safetensors", load_file),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin",
-         lambda p: torch.load(p, map_location="cpu", weights_only=True)),
-    ):
-        if (directory / single).is_file():
-            return loader(str(directory / single))
-        if (directory / index_name).is_file():
-            shards = sorted(set(json.loads((directory / index_name).read_text())["weight_map"].values()))
-            sd: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                sd.update(loader(str(directory / shard)))
-            return sd
-    raise CheckpointError(f"{directory}: no model.safetensors, pytorch_model.bin or sharded index found")
-
-
-def _resolve_hf_directory(source: str) -> Path:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
-        return path
-    try:  # a Hub id, when the network allows
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
-    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated model …
-        raise CheckpointError(
-            f"{source!r} is neither a local checkpoint (directory or .ckpt) nor a reachable Hub model "
-            f"({type(e).__name__}: {e})"
-        ) from None
-
-
-def load_hf(source: str) -> Pretrained:
-    """A ``GPT2LMHeadModel`` / ``LlamaForCausalLM`` directory (or Hub id) with its tokenizer."""
-    from transformers import AutoConfig
-
-    directory = _resolve_hf_directory(source)
-    hf_cfg = AutoConfig.from_pretrained(str(directory))
-    family = FAMILIES.get(hf_cfg.model_type)
-    if family is None:
-        raise ConfigError(f"{source}: model_type {hf_cfg.model_type!r} is not supported; "
-                          f"supported: {sorted(FAMILIES)}")
-    cfg = family.config_from_hf(hf_cfg)
-    raw = _read_hf_weights(directory)
-    try:
-        sd = family.state_from_hf(raw, cfg)
-    except KeyError as e:
-        raise CheckpointError(f"{source}: tensor {e.args[0]!r} is missing from the checkpoint") from None
-    has_tokenizer = any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-    tokenizer = load_pretrained_tokenizer(str(directory)) if has_tokenizer else None
-    return Pretrained(cfg, sd, tokenizer, str(source))
-
-
-def load_ckpt(path: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
-    """A ``.ckpt`` written by any recipe of this framework: the architecture comes from its hyper-parameters,
-    every optional module (timestep embedding, self-conditioning input, length head, output head) from the
-    tensors actually present; ``weights="ema"`` takes the EMA copy when there is one."""
-    return pretrained_from_checkpoint(read_checkpoint(path), path, weights)
-
-
-def pretrained_from_checkpoint(ckpt: dict, path: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
-    """:func:`load_ckpt` of a checkpoint dict already read (by :func:`read_checkpoint`) from ``path``."""
-    if "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint of a diffusion_lm recipe")
-    sd = denoiser_weights(ckpt, path, weights)
-    hp = ckpt["hyper_parameters"]
-    base = hp.get("denoiser") or DenoiserConfig()
-    values = base.to_dict() if isinstance(base, DenoiserConfig) else dict(base)
-    values.update(
-        vocab_size=sd["wte.weight"].shape[0],
-        timestep_embedding=any(k.startswith("time_embed.") for k in sd),
-        self_condition="self_cond_proj.weight" in sd,
-        length_classes=sd["length_head.weight"].shape[0] if "length_head.weight" in sd else 0,
-        tie_embeddings="lm_head.weight" not in sd,
-    )
-    if "wpe.weight" in sd:
-        values["max_len"] = sd["wpe.weight"].shape[0]
-    if hp.get("attention"):  # the Autoregressive recipe's own attention switch
-        values["attention"] = hp["attention"]
-    cfg = DenoiserConfig(**{f.name: values[f.name] for f in fields(DenoiserConfig) if f.name in values})
-    return Pretrained(cfg, sd, tokenizer_from_checkpoint(ckpt), str(path))
-
-
-def load_pretrained(source: str, weights: Literal["ema", "raw"] = "ema") -> Pretrained:
-    """A ``.ckpt`` of this framework, a Hugging Face directory, or a Hub id."""
-    if str(source).endswith(".ckpt"):
-        return load_ckpt(source, weights)
-    return load_hf(source)
-
-
 # ---------------------------------------------------------------------- into a recipe's denoiser
-def adopt_architecture(cfg: DenoiserConfig, source: DenoiserConfig) -> None:
-    """Copy the source's architecture into ``cfg`` (in place); training choices (dropout) stay the recipe's.
-    With RoPE the recipe's ``max_len`` is kept too (no position table constrains it)."""
+def adopt_architecture(cfg: DenoiserConfig, source: DenoiserConfig) -> DenoiserConfig:
+    """The source's architecture with the recipe's training choices (dropout) from ``cfg``; with RoPE the
+    recipe's ``max_len`` is kept too (no position table constrains it). A new config; neither is changed."""
     keep = set(TRAINING_FIELDS) | ({"max_len"} if source.position == "rope" else set())
-    for f in fields(DenoiserConfig):
-        if f.name not in keep:
-            setattr(cfg, f.name, getattr(source, f.name))
+    values = cfg.to_dict()
+    return replace(source, **{name: values[name] for name in keep})
+
+
+def with_training_fields(source: DenoiserConfig, requested: Optional[DenoiserConfig]) -> DenoiserConfig:
+    """The source's architecture exactly, with only the training choices (dropout) of ``requested`` if one is
+    given: fine-tuning a model keeps every shape, ``max_len`` included."""
+    if requested is None:
+        return replace(source)
+    values = requested.to_dict()
+    return replace(source, **{name: values[name] for name in TRAINING_FIELDS})
 
 
 def load_into(model: Denoiser, sd: dict[str, torch.Tensor], source: str, may_add: tuple[str, ...] = DIFFUSION_ONLY) -> list[str]:
     """Loads ``sd`` into ``model``; parameters the model has and the source lacks must start with one of
     ``may_add`` (they keep their initialisation: zero for the timestep embedding). Returns their names."""
-    own = model.state_dict()
-    unexpected = [k for k in sd if k not in own]
-    missing = [k for k in own if k not in sd]
-    bad_missing = [k for k in missing if not k.startswith(may_add)]
-    if unexpected or bad_missing:
-        raise CheckpointError(
-            f"{source}: weights do not match the model (unexpected: {unexpected[:5]}, missing: {bad_missing[:5]})"
-        )
-    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape]
-    if shapes:
-        raise CheckpointError(f"{source}: tensor shapes differ from the model ({'; '.join(shapes[:5])})")
-    model.load_state_dict(sd, strict=False)
-    return missing
+    return load_checked(model, sd, source, may_add)
 
 
 # ---------------------------------------------------------------------- export
@@ -385,24 +285,3 @@ def export_hf(model: Denoiser, directory: str | os.PathLike, tokenizer: Optional
         tokenizer.save(out)
     log.info("exported a %s model to %s", family.model_type, out)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m diffusion_lm.models.convert export RUN.ckpt OUT_DIR`` — an AR checkpoint to HF format."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lm.models.convert", description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("export", help="write a Hugging Face directory from a .ckpt or HF source")
-    ex.add_argument("source")
-    ex.add_argument("out_dir")
-    ex.add_argument("--weights", choices=["ema", "raw"], default="ema")
-    args = parser.parse_args(argv)
-    pre = load_pretrained(args.source, args.weights)
-    model = Denoiser(pre.config)
-    load_into(model, pre.state_dict, pre.source)
-    print(export_hf(model, args.out_dir, pre.tokenizer))
-
-
-if __name__ == "__main__":
-    main()

@@ -14,13 +14,30 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from ..data.base import TokenizedDataModule
 from ..diffusion.process import LossOutput, masked_mean
 from ..errors import ConfigError
 from ..models.config import DenoiserConfig
+from ..models.convert import adopt_architecture
 from ..models.decoding import ARDecoder
 from ..models.denoiser import Denoiser
-from .base import BaseRecipe
-from .pretrained import FromPretrained
+from .base import BaseRecipe, requested_architecture
+from .pretrained import FromPretrained, pretrained_source
+
+
+def autoregressive_architecture(denoiser: Optional[DenoiserConfig], vocab_size: int, attention: str,
+                                source: Optional[DenoiserConfig] = None) -> DenoiserConfig:
+    """The denoiser an :class:`Autoregressive` recipe builds: ``denoiser`` (or the ``source``'s architecture
+    with ``denoiser``'s training choices) as a plain decoder — no timestep embedding (AR2Diff adds it later),
+    no self-conditioning input, no length head."""
+    cfg = requested_architecture(denoiser, vocab_size)
+    if source is not None:
+        cfg = adopt_architecture(cfg, source)
+    cfg.attention = attention
+    cfg.timestep_embedding = False
+    cfg.self_condition = False
+    cfg.length_classes = 0
+    return cfg
 
 
 class Autoregressive(FromPretrained, BaseRecipe):
@@ -30,6 +47,8 @@ class Autoregressive(FromPretrained, BaseRecipe):
         init_from: Start from a Hugging Face GPT-2 / Llama directory or Hub id, or a ``.ckpt`` of this
             framework (its architecture replaces ``denoiser``'s).
         init_weights: ``ema`` or ``raw`` weights of a ``.ckpt`` source.
+        denoiser: The architecture (with ``init_from``: only its training choices, see :mod:`.pretrained`).
+        vocab_size: See :class:`BaseRecipe`.
         **kwargs: See :class:`BaseRecipe`.
     """
 
@@ -39,26 +58,21 @@ class Autoregressive(FromPretrained, BaseRecipe):
         decoder: Optional[ARDecoder] = None,
         init_from: Optional[str] = None,
         init_weights: Literal["ema", "raw"] = "ema",
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
-        self.attention = attention
-        self.read_pretrained(init_from, init_weights)
-        super().__init__(**kwargs)
+        pre = pretrained_source(init_from, init_weights, vocab_size)
+        architecture = autoregressive_architecture(denoiser, vocab_size, attention, pre.config if pre else None)
+        super().__init__(denoiser=architecture, vocab_size=vocab_size, **kwargs)
         self.decoder = decoder or ARDecoder()
         self.max_target_tokens: Optional[int] = None
-        self.load_pretrained_weights()
-
-    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        self.adopt_pretrained(cfg)
-        cfg.attention = self.attention
-        cfg.timestep_embedding = False  # a plain decoder: AR2Diff adds the timestep embedding later
-        cfg.self_condition = False
-        cfg.length_classes = 0
+        self.init_from_pretrained(pre)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None)
-        if getattr(dm, "max_tgt_len", None):
+        dm = self.trainer.datamodule
+        if isinstance(dm, TokenizedDataModule) and dm.max_tgt_len:
             self.max_target_tokens = dm.max_tgt_len + 1  # + EOS
 
     # ------------------------------------------------------------------ training

@@ -4,6 +4,11 @@ A recipe is a LightningModule around the one :class:`~diffusion_lm.models.Denois
 class owns the optimiser (AdamW, warm-up + decay), the EMA copy of the weights, validation and
 test generation scored by the data module's metrics, sample logging, and the tokenizer stored in
 the checkpoint. Subclasses implement :meth:`compute_loss` and :meth:`generate_tokens`.
+
+Construction is explicit: each recipe's ``__init__`` first resolves the denoiser's architecture with a
+pure function of its arguments (:func:`requested_architecture`, ``diffusion_architecture``,
+``autoregressive_architecture`` …) and passes the result to ``BaseRecipe.__init__``, which builds it.
+Resolving is idempotent, so a recipe rebuilt from its stored hyper-parameters gets the same model.
 """
 
 from __future__ import annotations
@@ -15,20 +20,23 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
 from ..callbacks import default_callbacks
-from ..checkpoint import check_state_dict
+from ..data.base import TokenizedDataModule
 from ..data.layout import trim_at_eos
 from ..data.tokenization import TextTokenizer
-from ..diffusion.process import LossOutput
+from ..diffusion.process import ForwardPasses, LossOutput
 from ..errors import ConfigError
+from ..flops import CountsFlops, StepFlops
 from ..metrics.text import default_metrics
 from ..models.config import DenoiserConfig
 from ..models.denoiser import Denoiser
 from ..models.ema import EMA
+from ..models.state_dict import check_state_dict
 from .fast_dev_run import FAST_DEV_RUN_TOKENS, head_rows
 
 
@@ -49,6 +57,17 @@ def _unwrapped(name: str) -> str:
     return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
 
 
+def requested_architecture(denoiser: Optional[DenoiserConfig | dict], vocab_size: int = 0) -> DenoiserConfig:
+    """The architecture a recipe was given, as a new config: the default one if none, a dict (hyper-parameters
+    restored from a checkpoint) converted, and the data's vocabulary size filled in when known."""
+    if isinstance(denoiser, dict):
+        denoiser = DenoiserConfig(**denoiser)
+    cfg = copy.deepcopy(denoiser) if denoiser is not None else DenoiserConfig()
+    if vocab_size:
+        cfg.vocab_size = vocab_size
+    return cfg
+
+
 @contextmanager
 def seeded(seed: int, device: torch.device):
     """Deterministic randomness for evaluation without disturbing the training RNG streams."""
@@ -58,9 +77,9 @@ def seeded(seed: int, device: torch.device):
         yield
 
 
-class BaseRecipe(L.LightningModule):
+class BaseRecipe(CountsFlops, L.LightningModule):
     """Args:
-        denoiser: Architecture of the shared transformer.
+        denoiser: Architecture of the shared transformer (as each recipe resolves it, see the module docstring).
         vocab_size: Vocabulary size (linked from ``data.vocab_size`` by the CLI).
         lr: Peak learning rate.
         weight_decay: AdamW weight decay (matrices only; biases, norms and gains are not decayed).
@@ -97,15 +116,9 @@ class BaseRecipe(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if isinstance(denoiser, dict):  # hparams restored from a checkpoint
-            denoiser = DenoiserConfig(**denoiser)
-        cfg = copy.deepcopy(denoiser) if denoiser is not None else DenoiserConfig()
-        if vocab_size:
-            cfg.vocab_size = vocab_size
-        self.configure_denoiser(cfg)
-        self.denoiser = Denoiser(cfg)
-        self._no_decay_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}  # biases, gains
-        self._no_decay_names |= self.no_weight_decay()
+        self.denoiser = Denoiser(requested_architecture(denoiser, vocab_size))
+        # biases and gains, by name from the shapes at construction (FSDP flattens the parameters it shards)
+        self._vector_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}
         self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
         self.tokenizer: TextTokenizer | None = None
         self.metrics = nn.ModuleDict(default_metrics())
@@ -113,10 +126,7 @@ class BaseRecipe(L.LightningModule):
         self.eval_steps = MeanMetric()
         self._samples: list[tuple[str, str, str]] = []
 
-    # ------------------------------------------------------------------ hooks for subclasses
-    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        """Adjust the architecture before it is built (e.g. attention mode, length head)."""
-
+    # ------------------------------------------------------------------ what subclasses implement
     def no_weight_decay(self) -> set[str]:
         """Names of denoiser matrices that AdamW must not decay (besides biases and gains)."""
         return set()
@@ -128,30 +138,37 @@ class BaseRecipe(L.LightningModule):
         """Target token rows (before EOS trimming) and the number of model evaluations per example (B,)."""
         raise NotImplementedError
 
+    def forward_passes(self) -> ForwardPasses:
+        """Denoiser forward passes per training step (with and without gradient): one trained pass by default."""
+        return ForwardPasses()
+
+    def step_flops(self) -> StepFlops:
+        """FLOPs of one training step as a function of its tokens (:class:`~diffusion_lm.flops.StepFlops`)."""
+        passes = self.forward_passes()
+        return StepFlops(self.denoiser.config, grad_free_passes=passes.grad_free, trained_passes=passes.trained)
+
     # ------------------------------------------------------------------ set-up
     @property
     def eval_model(self) -> Denoiser:
         return self.ema.model if self.ema is not None else self.denoiser
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if not isinstance(dm, TokenizedDataModule):
             return
         cfg = self.denoiser.config
-        if hasattr(dm, "tokenizer"):
-            self.tokenizer = dm.tokenizer
-            if self.tokenizer.vocab_size != cfg.vocab_size:
-                raise ConfigError(
-                    f"the data's tokenizer has {self.tokenizer.vocab_size} tokens but the model was built for "
-                    f"{cfg.vocab_size} (model.init_args.vocab_size / the checkpoint): use the same tokenizer"
-                )
-        if getattr(dm, "max_len", 0) > cfg.max_len:
+        self.tokenizer = dm.tokenizer
+        if self.tokenizer.vocab_size != cfg.vocab_size:
+            raise ConfigError(
+                f"the data's tokenizer has {self.tokenizer.vocab_size} tokens but the model was built for "
+                f"{cfg.vocab_size} (model.init_args.vocab_size / the checkpoint): use the same tokenizer"
+            )
+        if dm.max_len > cfg.max_len:
             raise ConfigError(
                 f"data.max_src_len + data.max_tgt_len + 2 = {dm.max_len} exceeds the denoiser's max_len={cfg.max_len}: "
                 "raise model.init_args.denoiser.max_len or lower the data lengths"
             )
-        if hasattr(dm, "build_metrics"):
-            self.metrics = nn.ModuleDict(dm.build_metrics())
+        self.metrics = nn.ModuleDict(dm.build_metrics())
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -166,9 +183,10 @@ class BaseRecipe(L.LightningModule):
         # decay matrices only; decided by name from the shapes at construction, because FSDP flattens the
         # parameters it shards (and prefixes their names with its wrappers)
         decay, no_decay = [], []
+        exempt = self._vector_names | self.no_weight_decay()
         for name, p in self.denoiser.named_parameters():
             if p.requires_grad:
-                (no_decay if _unwrapped(name) in self._no_decay_names else decay).append(p)
+                (no_decay if _unwrapped(name) in exempt else decay).append(p)
         params = decay + no_decay
         fused = hp.fused_adamw if hp.fused_adamw is not None else all(p.is_cuda for p in params)
         opt = torch.optim.AdamW(
@@ -287,10 +305,8 @@ class BaseRecipe(L.LightningModule):
         if prefix == "test":  # the researcher sees what the model writes, not only a number
             for i, (s, r, p) in enumerate(samples, 1):
                 print(f"--- example {i}\n  source:    {s}\n  reference: {r}\n  generated: {p}")
-        if self.logger is None:
-            return
-        exp = getattr(self.logger, "experiment", None)
-        if hasattr(exp, "add_text"):
+        if isinstance(self.logger, TensorBoardLogger):
+            exp = self.logger.experiment
             rows = "\n".join(f"| {s} | {r} | {p} |" for s, r, p in samples)
             exp.add_text(f"{prefix}/samples", "| source | reference | generated |\n|---|---|---|\n" + rows, self.global_step)
 

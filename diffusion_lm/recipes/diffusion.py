@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, Optional
 
 import torch
@@ -9,13 +10,32 @@ import torch
 from ..data.layout import build_batch, source_rows, target_rows
 from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.generate import DDIMSampler, Generator
-from ..diffusion.process import DiffusionProcess, LossOutput
+from ..diffusion.process import DiffusionProcess, ForwardPasses, LossOutput
 from ..diffusion.timesteps import TimestepSampler, UniformSampler
 from ..metrics.timestep_plots import TimestepBoard
 from ..metrics.timestep_stats import TimestepLossStats
 from ..models.config import DenoiserConfig
 from ..models.denoiser import Denoiser
-from .base import BaseRecipe
+from .base import BaseRecipe, requested_architecture
+
+
+def for_diffusion(cfg: DenoiserConfig, process: DiffusionProcess) -> DenoiserConfig:
+    """``cfg`` adjusted to denoise with ``process`` (a new config): prefix instead of causal attention (the whole
+    target is denoised at once), a length head (always built, so ``length_source`` can be switched at test
+    time), and what the process needs (e.g. no self-conditioning input for discrete processes)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.attention in ("causal", "prefix_causal"):
+        cfg.attention = "prefix"
+    if cfg.length_classes == 0:
+        cfg.length_classes = cfg.max_len + 1
+    process.configure_denoiser(cfg)
+    return cfg
+
+
+def diffusion_architecture(denoiser: Optional[DenoiserConfig], vocab_size: int,
+                           process: DiffusionProcess) -> DenoiserConfig:
+    """The denoiser a :class:`DiffusionRecipe` builds from its arguments."""
+    return for_diffusion(requested_architecture(denoiser, vocab_size), process)
 
 
 class DiffusionRecipe(BaseRecipe):
@@ -28,6 +48,8 @@ class DiffusionRecipe(BaseRecipe):
             ``num_bins`` if it has one, else 20).
         timestep_log_every: Steps between two logs of those statistics and of the sampler's curves
             (``timestep/`` in TensorBoard: per-bin scalars, multi-line charts, an image).
+        denoiser: The architecture requested (adjusted for the process by :func:`diffusion_architecture`).
+        vocab_size: See :class:`BaseRecipe`.
         **kwargs: See :class:`BaseRecipe`.
     """
 
@@ -39,16 +61,20 @@ class DiffusionRecipe(BaseRecipe):
         length_source: Literal["predicted", "oracle"] = "predicted",
         timestep_bins: Optional[int] = None,
         timestep_log_every: int = 100,
+        denoiser: Optional[DenoiserConfig] = None,
+        vocab_size: int = 0,
         **kwargs: Any,
     ) -> None:
+        chosen = process or GaussianDiffusion()
+        architecture = diffusion_architecture(denoiser, vocab_size, chosen)
+        super().__init__(denoiser=architecture, vocab_size=vocab_size, **kwargs)
         self.length_source = length_source
-        self.process = process or GaussianDiffusion()  # set first: it may adjust the denoiser it is built for
-        super().__init__(**kwargs)
+        self.process = chosen
         self.timestep_sampler = timestep_sampler or UniformSampler()
         self.generator = generator or DDIMSampler()
         self.eval_timesteps = UniformSampler()  # val/test loss: uniform t whatever the training sampler
         self.timestep_board = TimestepBoard()
-        self.timestep_stats = TimestepLossStats(timestep_bins or getattr(self.timestep_sampler, "num_bins", 20))
+        self.timestep_stats = TimestepLossStats(timestep_bins or self.timestep_sampler.num_bins)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -58,17 +84,11 @@ class DiffusionRecipe(BaseRecipe):
     def no_weight_decay(self) -> set[str]:
         return self.process.no_weight_decay()
 
-    def configure_denoiser(self, cfg: DenoiserConfig) -> None:
-        if cfg.attention in ("causal", "prefix_causal"):
-            cfg.attention = "prefix"  # diffusion denoises the whole target at once
-        if cfg.length_classes == 0:  # always built, so length_source can be switched at test time
-            cfg.length_classes = cfg.max_len + 1
-        self.process.configure_denoiser(cfg)
-
     # ------------------------------------------------------------------ training
-    def grad_free_passes(self) -> float:
-        """Expected forward passes per step without gradient (e.g. the self-conditioning estimate); for FLOP counts."""
-        return float(self.process.grad_free_passes(self.denoiser.config.self_condition))
+    def forward_passes(self) -> ForwardPasses:
+        """The process's passes per step (self-conditioning estimate, FastDiSS's confidence pass, SUNDAE's
+        unrolled pass); for FLOP counts."""
+        return self.process.forward_passes_per_step(self.denoiser.config.self_condition)
 
     def compute_loss(self, batch: dict[str, Any], model: Denoiser) -> LossOutput:
         B = batch["input_ids"].shape[0]

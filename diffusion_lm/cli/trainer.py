@@ -7,7 +7,9 @@ from typing import Any, Optional
 
 import lightning as L
 
-from .calibrate import DEFAULT_EPSILONS, DEFAULT_TOLERANCE, calibrate
+from ..diffusion.calibration import DEFAULT_EPSILONS, DEFAULT_TOLERANCE
+from ..recipes.base import BaseRecipe
+from .calibrate import calibrate
 from .predict import JSONLPredictionWriter
 
 
@@ -59,7 +61,7 @@ class DiffusionLMTrainer(L.Trainer):
             output: JSONL file to write (default: ``predictions.jsonl`` in the log directory).
                 Choose the input with ``--data.init_args.predict_split`` or ``--data.init_args.predict_file``.
         """
-        if output is None and model is not None and hasattr(model, "generate_tokens"):
+        if output is None and isinstance(model, BaseRecipe):
             output = str(Path(self.log_dir or self.default_root_dir) / "predictions.jsonl")
         writer = None
         if output is not None:

@@ -39,6 +39,7 @@ def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
                "calibration": {"curve": [{"epsilon": 0.0, "metric": u, "mean_steps": 20.0}]}, "command": "c"})
     docs.mkdir()
     (docs / "results.md").write_text("# Results\n\nhand-written intro\n\n" + claims.BEGIN + "\nold\n" + claims.END + "\n\n## Other\nkept\n")
+    (tmp_path / "README.md").write_text("x\n" + claims.VERDICTS_BEGIN + "\nold\n" + claims.VERDICTS_END + "\ny\n")
     verdicts = claims.report(out, docs)
     assert verdicts["importance"].startswith("alpha_1 vs uniform: confirmed (+1.00")
     assert verdicts["adaptive"].startswith("confirmed: 55% fewer steps")
@@ -48,6 +49,9 @@ def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
     assert "| alpha_1 | 3 | 1800 |" in page and "not run on the CPU" in page
     for claim in ("importance", "adaptive", "ar2diff"):
         assert (docs / "results" / "claims" / f"{claim}.png").stat().st_size > 1000
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("x\n") and readme.endswith("\ny\n") and "\nold\n" not in readme
+    assert "| `importance` — " in readme and "confirmed (+1.00" in readme
     assert json.loads((docs / "results" / "claims" / "importance.json").read_text())["alpha_1"][0]["bleu"] == 16.0
 
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from diffusion_lm.diffusion.calibration import as_adaptive
 from diffusion_lm.diffusion import AdaptiveMaskPredictSampler, MaskedDiffusion, MaskPredictSampler
+from diffusion_lm.diffusion.calibration import as_adaptive
+
 from .test_mask_predict import MASK, RecordingModel, gen_batch
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from diffusion_lm.checkpoint import SafeCheckpointIO, load_checkpoint
-from diffusion_lm.models.state_dict import check_state_dict
 from diffusion_lm.errors import CheckpointError
 from diffusion_lm.models import Denoiser, DenoiserConfig
+from diffusion_lm.models.state_dict import check_state_dict
 from diffusion_lm.recipes import FromScratch
 
 from .conftest import TINY_DENOISER, cpu_trainer, tiny_recipe, toy_datamodule

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import (CosineSchedule, DiscreteSampler, LogLinearSchedule, MaskedDiffusion,
-                                    UniformDiffusion)
+from diffusion_lm.diffusion import CosineSchedule, DiscreteSampler, LogLinearSchedule, MaskedDiffusion, UniformDiffusion
 from diffusion_lm.errors import ConfigError
 from diffusion_lm.models import Denoiser, DenoiserConfig
 

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import (DDIMSampler, GaussianDiffusion, GenerationResult, Generator, LengthBeam,
-                                    MaskedDiffusion, MaskPredictSampler)
+from diffusion_lm.diffusion import (
+    DDIMSampler,
+    GaussianDiffusion,
+    GenerationResult,
+    Generator,
+    LengthBeam,
+    MaskedDiffusion,
+    MaskPredictSampler,
+)
 from diffusion_lm.diffusion.length_beam import with_target_lengths
 from diffusion_lm.diffusion.mask_predict import sample_with_confidence
 from diffusion_lm.models import Denoiser, DenoiserConfig

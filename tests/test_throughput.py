@@ -10,11 +10,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakIdKeyDictionary
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 from diffusion_lm.callbacks import ThroughputMonitor
-from diffusion_lm.data.layout import build_batch
 from diffusion_lm.flops import StepFlops, body_params, head_params
 from diffusion_lm.models import Denoiser, DenoiserConfig
 

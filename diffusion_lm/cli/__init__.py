@@ -19,8 +19,8 @@ Modules: :mod:`.commands` (:func:`main`: which command goes where), :mod:`.app` 
 """
 
 from .app import DiffusionLMCLI, _quiet, build_cli, trainer_defaults
-from .commands import main
 from .checkpoint_config import checkpoint_config, with_checkpoint_defaults
+from .commands import main
 
 __all__ = ["DiffusionLMCLI", "_quiet", "build_cli", "checkpoint_config", "main", "trainer_defaults",
            "with_checkpoint_defaults"]

@@ -21,8 +21,15 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..checkpoint import load_checkpoint
-from ..diffusion.calibration import (DEFAULT_EPSILONS, DEFAULT_TOLERANCE, CalibrationPoint, as_adaptive, select_epsilon,
-                                     sweep_epsilons, warn_if_at_grid_edge)
+from ..diffusion.calibration import (
+    DEFAULT_EPSILONS,
+    DEFAULT_TOLERANCE,
+    CalibrationPoint,
+    as_adaptive,
+    select_epsilon,
+    sweep_epsilons,
+    warn_if_at_grid_edge,
+)
 from ..errors import ConfigError
 from ..recipes.diffusion import DiffusionRecipe
 

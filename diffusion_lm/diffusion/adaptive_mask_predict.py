@@ -24,9 +24,9 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
-from .mdlm import MaskedDiffusion
 from .generate import GenerationResult
 from .mask_predict import MaskPredictSampler, sample_with_confidence
+from .mdlm import MaskedDiffusion
 
 ROW_KEYS = ("input_ids", "target_mask", "valid", "prefix_len")  # what the denoiser pass reads of a batch
 

@@ -18,7 +18,6 @@ from ..models.denoiser import Denoiser
 from .process import DiffusionProcess, LossOutput, masked_mean, scatter, take, target_index
 from .schedule import NoiseSchedule
 
-
 # (model, batch, x_0, per-token t) → (x_t, per-token t, self-conditioning input, extra logs)
 TrainingInputs = Callable[
     [Denoiser, dict[str, Any], torch.Tensor, torch.Tensor],

@@ -26,8 +26,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..stats.bins import bin_index
 from ..errors import ConfigError
+from ..stats.bins import bin_index
 from .variance import all_reduce_sum
 
 

@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..stats.bins import bin_index
 from ..models.params import TIMESTEP_AND_ATTENTION, matching_parameters
+from ..stats.bins import bin_index
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakIdKeyDictionary
+from typing_extensions import override
 
 from diffusion_lm.callbacks import ThroughputMonitor
 from diffusion_lm.flops import StepFlops, body_params, head_params
@@ -123,6 +124,7 @@ def test_training_steps_between_logging_read_nothing_from_the_device(toy_root, t
     detector = SyncDetector()
 
     class Watch(L.Callback):  # from the start of step 5 to the start of step 7: all hooks, logging, data
+        @override
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == 5:  # steps 5 and 6 are neither logged nor checked (every 4 steps)
                 detector.__enter__()

@@ -115,7 +115,8 @@ def calibrate(
     edge = warn_if_at_grid_edge(points, chosen)
     adaptive.epsilon, adaptive.calibrated_epsilon = None, chosen.epsilon
     record = {"chosen": asdict(chosen), "at_grid_edge": edge, "tolerance": tolerance, "metric": metric,
-              "steps": adaptive.steps, "min_steps": adaptive.min_steps, "criterion": adaptive.criterion, "curve": [asdict(p) for p in points]}
+              "steps": adaptive.steps, "min_steps": adaptive.min_steps, "criterion": adaptive.criterion,
+              "curve": [asdict(p) for p in points]}
 
     out = Path(output_dir or trainer.log_dir or trainer.default_root_dir) / "calibration"
     if trainer.is_global_zero:

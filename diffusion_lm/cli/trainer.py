@@ -19,7 +19,7 @@ class DiffusionLMTrainer(L.Trainer):
         model,
         datamodule=None,
         ckpt_path: Optional[str] = None,
-        epsilons: list[float] = list(DEFAULT_EPSILONS),  # noqa: B006
+        epsilons: list[float] = list(DEFAULT_EPSILONS),  # noqa: B006 — a default jsonargparse shows; never mutated
         tolerance: float = DEFAULT_TOLERANCE,
         metric: str = "bleu",
         higher_is_better: bool = True,

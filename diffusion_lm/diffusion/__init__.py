@@ -18,10 +18,12 @@ from .timesteps import TimestepSampler, UniformSampler
 from .variance import GradVariance, LossSecondMoment, LossVariance, VarianceEstimator
 
 __all__ = [
-    "AdaptiveDDIMSampler", "AdaptiveMaskPredictSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion", "GaussianDiffusion",
+    "AdaptiveDDIMSampler", "AdaptiveMaskPredictSampler", "CosineSchedule", "DDIMSampler", "DiffusionProcess", "FastDiSSDiffusion",
+    "GaussianDiffusion",
     "GenerationResult", "Generator", "LinearSchedule", "LossOutput", "MBRGenerator", "NoiseSchedule", "SqrtSchedule", "TruncatedSchedule",
     "TimestepSampler", "UniformSampler",
     "NoisePerturbation", "SelfConditionPerturbation", "ShiftNoisePerturbation", "ShiftPerturbation",
     "GradVariance", "ImportanceSampler", "LossSecondMoment", "LossVariance", "VarianceEstimator",
-    "DiscreteDiffusion", "DiscreteSampler", "GlancingMaskedDiffusion", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule", "MaskedDiffusion", "UniformDiffusion",
+    "DiscreteDiffusion", "DiscreteSampler", "GlancingMaskedDiffusion", "LengthBeam", "MaskPredictSampler", "LogLinearSchedule",
+    "MaskedDiffusion", "UniformDiffusion",
 ]

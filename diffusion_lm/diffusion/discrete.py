@@ -102,7 +102,7 @@ class DiscreteDiffusion(DiffusionProcess):
         """(N,) bool: target tokens that hold a real token (the sampler may stop a sequence only then)."""
         return torch.ones_like(x, dtype=torch.bool)
 
-    def moving(self, old: torch.Tensor, new: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def moving(self, old: torch.Tensor, new: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 — interface: SUNDAE's rule reads logits
         """(N,) bool: target tokens that keep their sequence decoding (early stop): here, tokens the step
         changed or that are not yet complete."""
         return (new != old) | ~self.is_complete(new)

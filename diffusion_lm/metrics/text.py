@@ -45,7 +45,7 @@ class SacreBLEU(SacreBLEUScore):
         target = [r + [r[0]] * (width - len(r)) for r in target]
         super().update(list(preds), target)
 
-    def compute(self):  # noqa: D102
+    def compute(self):  # noqa: D102 — torchmetrics' compute, rescaled to percent
         return super().compute() * 100.0
 
 

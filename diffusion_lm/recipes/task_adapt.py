@@ -53,7 +53,7 @@ def stored_process(pre: Pretrained) -> DiffusionProcess:
     parser.add_argument("--process", type=DiffusionProcess)
     try:
         return parser.instantiate_classes(parser.parse_object({"process": spec})).process
-    except Exception as e:  # noqa: BLE001 - jsonargparse reports bad specs with several exception types
+    except Exception as e:  # noqa: BLE001 — jsonargparse reports bad specs with several exception types
         raise CheckpointError(f"{pre.source}: its process hyper-parameter cannot be built ({e})") from None
 
 

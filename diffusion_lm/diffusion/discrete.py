@@ -1,5 +1,7 @@
 """Discrete diffusion on token ids: the shared base of uniform corruption with unrolled denoising (SUNDAE,
-:mod:`.sundae`) and masked (absorbing) diffusion (MDLM, :mod:`.mdlm`), plus their iterative sampler.
+:mod:`.sundae`) and masked (absorbing) diffusion (MDLM, :mod:`.mdlm`), plus their iterative sampler. Both
+are discrete-state diffusion with uniform and absorbing transitions (D3PM: Austin et al. 2021, "Structured
+Denoising Diffusion Models in Discrete State-Spaces", §3).
 
 Both corrupt only the target: each target token is corrupted independently with probability
 r(t) = 1 − ᾱ(t) (``schedule.corruption_rate``); the denoiser sees the corrupted ids (and, where the process

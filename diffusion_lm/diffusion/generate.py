@@ -1,4 +1,5 @@
-"""Samplers: turn a prompt batch (target region of the predicted length) into target tokens."""
+"""Samplers: turn a prompt batch (target region of the predicted length) into target tokens. The continuous
+sampler is DDIM (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", eq. 12 with σ = 0)."""
 
 from __future__ import annotations
 

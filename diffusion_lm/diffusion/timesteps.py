@@ -1,7 +1,8 @@
 """Timestep samplers: which noise levels t ∈ [0, 1] a training batch is drawn at.
 
-The interface is what the recipes call; the importance sampler of the task-specific training
-paper implements the same methods (and keeps per-bin statistics in its state).
+The interface is what the recipes call; the importance sampler of "Cheaper and Better Diffusion Language
+Model via Task-Specific Training" (ACL 2025) implements the same methods (and keeps per-bin statistics in
+its state).
 """
 
 from __future__ import annotations

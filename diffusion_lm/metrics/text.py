@@ -1,6 +1,7 @@
 """BLEU for the recipes: ``update(predictions, references)`` on strings.
 
-Two BLEUs are reported and must not be confused:
+BLEU is Papineni et al. 2002 (modified n-gram precisions, brevity penalty). Two BLEUs are reported and must
+not be confused:
 
 * :class:`SacreBLEU` — detokenised corpus BLEU with SacreBLEU's ``13a`` tokenisation (Post 2018):
   the comparable number, logged as ``bleu``.

@@ -1,4 +1,5 @@
-"""TaskAdapt: task-specific partial fine-tuning of a pretrained diffusion model (task-specific training paper).
+"""TaskAdapt: task-specific partial fine-tuning of a pretrained diffusion model, from
+"Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025).
 
 The denoiser takes the architecture and the weights (EMA copy by default) of a diffusion_lm
 checkpoint, through the ``init_from`` path every recipe shares (:mod:`.pretrained`); ``denoiser`` may only

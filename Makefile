@@ -23,7 +23,7 @@ DEVICE_ARGS ?= $(if $(HAS_GPU),--trainer.accelerator=gpu --trainer.devices=-1 --
 BENCH_ARGS ?= $(if $(HAS_GPU),--measure-peak --out runs/bench_train.json,--device cpu --d-model 256 --n-layers 4 --n-heads 4 --vocab 8192 --lengths 64 128 256 --tokens-per-batch 2048 --warmup 3 --steps 24 --repeats 3 --precision 32-true --no-compile --measure-peak --out runs/bench_train_cpu.json)
 DEMO_ARGS ?= $(if $(HAS_GPU),--trainer.precision=bf16-mixed --trainer.max_time=00:00:05:00 --trainer.max_steps=10000 --data.init_args.max_tokens=16384)
 
-.PHONY: help install demo test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
+.PHONY: help install demo lint test test-all tensorboard train-multi30k train-wmt14 train-wmt14-enfr train-iwslt14 \
 	train-xsum train-commongen train-squad train-mbpp ablation-task-specific bench-train ar2diff-demo \
 	distill-multi30k gpu-check clean
 
@@ -45,6 +45,9 @@ demo: install ## train a small diffusion LM on Multi30k (AR, then masked diffusi
 	$(CLI) fit --config experiments/demo.yaml --config experiments/multi30k/autoregressive_demo.yaml --config experiments/demo_pretrain.yaml $(DEMO_ARGS) $(ARGS)
 	$(CLI) fit --config experiments/demo.yaml $(DEMO_ARGS) $(ARGS)
 	$(CLI) test --config experiments/demo.yaml --ckpt_path runs/demo/checkpoints/last.ckpt $(DEMO_ARGS) $(ARGS)
+
+lint: install ## ruff: style, imports, bugbear, unused arguments (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
 
 test: install ## the test suite (CPU, no network; the `slow` marker is left out)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)

@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 
 import lightning as L
+from typing_extensions import override
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_loader import measure  # noqa: E402
+from bench_loader import measure
 
 SOURCE = "tatoeba_en_de"
 DATASET = "synthetic_pairs"
@@ -68,7 +69,7 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def phase_bpe(args) -> dict:
     t0 = time.perf_counter()
-    datamodule(args).tokenizer  # noqa: B018 - trains and caches the BPE
+    datamodule(args).tokenizer  # noqa: B018 — trains and caches the BPE
     return {"bpe_seconds": time.perf_counter() - t0}
 
 
@@ -95,6 +96,7 @@ class RankMemory(L.Callback):
     def __init__(self, report: Path) -> None:
         self.report = report
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         row = {"rank": trainer.global_rank, "peak_rss_mb": peak_rss_mb(), "steps": trainer.global_step}
         (self.report / f"rank{trainer.global_rank}.json").write_text(json.dumps(row))

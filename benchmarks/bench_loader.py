@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion_lm.cli import build_cli  # noqa: E402
+from diffusion_lm.cli import build_cli
 
 
 def build_datamodule(config: Path, overrides: dict):

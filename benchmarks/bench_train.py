@@ -33,18 +33,19 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from typing_extensions import override
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import sync, timed  # noqa: E402
-from diffusion_lm.data.loader import ResumableDataLoader  # noqa: E402
-from diffusion_lm.data.sampler import BucketBatchSampler  # noqa: E402
-from diffusion_lm.data.seq2seq import PairDataset, Seq2SeqCollator  # noqa: E402
-from diffusion_lm.diffusion import GaussianDiffusion, UniformSampler  # noqa: E402
-from diffusion_lm.flops import StepFlops  # noqa: E402
-from diffusion_lm.models import EMA, Denoiser, DenoiserConfig  # noqa: E402
-from diffusion_lm.recipes import FromScratch  # noqa: E402
-from diffusion_lm.recipes.base import lr_lambda  # noqa: E402
+from benchmarks.timing import sync, timed
+from diffusion_lm.data.loader import ResumableDataLoader
+from diffusion_lm.data.sampler import BucketBatchSampler
+from diffusion_lm.data.seq2seq import PairDataset, Seq2SeqCollator
+from diffusion_lm.diffusion import GaussianDiffusion, UniformSampler
+from diffusion_lm.flops import StepFlops
+from diffusion_lm.models import EMA, Denoiser, DenoiserConfig
+from diffusion_lm.recipes import FromScratch
+from diffusion_lm.recipes.base import lr_lambda
 
 SEP, EOS, PAD, FIRST_TOKEN = 2, 3, 0, 5
 
@@ -89,11 +90,13 @@ class StepTimer(L.Callback):
         self.warmup = warmup
         self.t0 = self.t1 = None
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup and self.t0 is None:
             sync(pl_module.device)
             self.t0 = time.perf_counter()
 
+    @override
     def on_train_end(self, trainer, pl_module):
         sync(pl_module.device)
         self.t1 = time.perf_counter()
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg0 = denoiser_config(args, max(args.lengths))
     model0 = Denoiser(cfg0)
     info = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "lightning": L.__version__, "precision": args.precision, "compile": args.compile,
         "params_M": round(model0.num_parameters() / 1e6, 1), "config": vars(args) | {"out": str(args.out)},
         "peak_datasheet_tflops": sheet and sheet / 1e12, "peak_measured_matmul_tflops": measured and measured / 1e12,
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         flops = StepFlops(denoiser_config(args, length), grad_free_passes=GaussianDiffusion().self_condition_prob)
         step_flops = flops(tokens, length, head_tokens=tokens * target_share)
         result = {"length": length, "batch": f"{B}x{length}"}
-        for name, run in (("lightning", run_lightning), ("bare", run_bare)):
+        for name in ("lightning", "bare"):
             result[name] = {"seconds": [], "peak_mem_gib": None}
         for r in range(args.repeats):
             order = (("lightning", run_lightning), ("bare", run_bare))
@@ -289,14 +293,17 @@ def _fmt(x: float | None, spec: str) -> str:
 def print_table(info: dict, rows: list[dict]) -> None:
     print(f"\ndevice: {info['device']} | torch {info['torch']} | lightning {info['lightning']} | {info['precision']}"
           f" | compile={info['compile']} | {info['params_M']}M params | peak: datasheet "
-          f"{_fmt(info['peak_datasheet_tflops'], '.4g')} TFLOP/s, measured matmul {_fmt(info['peak_measured_matmul_tflops'], '.4g')} TFLOP/s")
+          f"{_fmt(info['peak_datasheet_tflops'], '.4g')} TFLOP/s, "
+          f"measured matmul {_fmt(info['peak_measured_matmul_tflops'], '.4g')} TFLOP/s")
     head = ("| L | batch | Lightning tok/s | bare tok/s | ratio | Lightning MFU | bare MFU | Lightning TFLOP/s "
             "| Lightning peak mem GiB | bare peak mem GiB |")
     print(head)
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def mfu(d: dict) -> str:
+        return _fmt(d["mfu_datasheet"], ".1%") + (f" ({_fmt(d['mfu_measured'], '.1%')} meas.)" if d["mfu_measured"] else "")
+
     for r in rows:
         lt, bt = r["lightning"], r["bare"]
-        mfu = (lambda d: _fmt(d["mfu_datasheet"], ".1%") + (f" ({_fmt(d['mfu_measured'], '.1%')} meas.)" if d["mfu_measured"] else ""))
         print(f"| {r['length']} | {r['batch']} | {lt['tokens_per_sec']:,.0f} | {bt['tokens_per_sec']:,.0f} | {r['ratio']:.3f} "
               f"| {mfu(lt)} | {mfu(bt)} | {lt['tflops']:.3g} | {_fmt(lt['peak_mem_gib'], '.1f')} | {_fmt(bt['peak_mem_gib'], '.1f')} |")
 

@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.timing` when run as a script
 
-from benchmarks.timing import timed  # noqa: E402
-from diffusion_lm.data.layout import build_batch  # noqa: E402
-from diffusion_lm.diffusion import DiscreteSampler, UniformDiffusion  # noqa: E402
-from diffusion_lm.models import Denoiser, DenoiserConfig  # noqa: E402
-from diffusion_lm.models.decoding import ARDecoder  # noqa: E402
+from benchmarks.timing import timed
+from diffusion_lm.data.layout import build_batch
+from diffusion_lm.diffusion import DiscreteSampler, UniformDiffusion
+from diffusion_lm.models import Denoiser, DenoiserConfig
+from diffusion_lm.models.decoding import ARDecoder
 
 EOS, PAD, SEP = 3, 0, 2
 
@@ -56,10 +56,10 @@ def measure(args) -> list[dict]:
         for i, N in enumerate(args.lengths):
             warm = args.warmup == "all" or i == 0  # the first length of each batch size warms up always
             dec = ARDecoder(max_new_tokens=N, min_new_tokens=N)
-            t_ar = timed(lambda: dec.decode(ar, prompts, EOS, PAD), args.device, args.repeats, warm)
+            t_ar = timed(lambda dec=dec, prompts=prompts: dec.decode(ar, prompts, EOS, PAD), args.device, args.repeats, warm)
             batch = build_batch([p[:-1] for p in prompts], None, sep_id=SEP, eos_id=EOS, pad_id=PAD, tgt_lengths=[N] * B)
             batch = {k: v.to(args.device) for k, v in batch.items()}
-            t_diff = timed(lambda: sampler.generate(diff, process, batch), args.device, args.repeats, warm)
+            t_diff = timed(lambda batch=batch: sampler.generate(diff, process, batch), args.device, args.repeats, warm)
             row = {"batch": B, "length": N, "ar_s": t_ar, f"diffusion_{args.steps}_steps_s": t_diff,
                    "speedup": t_ar / t_diff}
             rows.append(row)

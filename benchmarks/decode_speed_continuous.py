@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.timing` when run as a script
 
-from benchmarks.timing import timed  # noqa: E402
-from diffusion_lm.data.layout import build_batch  # noqa: E402
-from diffusion_lm.diffusion import DDIMSampler, GaussianDiffusion  # noqa: E402
-from diffusion_lm.models import Denoiser, DenoiserConfig  # noqa: E402
-from diffusion_lm.models.decoding import ARDecoder  # noqa: E402
+from benchmarks.timing import timed
+from diffusion_lm.data.layout import build_batch
+from diffusion_lm.diffusion import DDIMSampler, GaussianDiffusion
+from diffusion_lm.models import Denoiser, DenoiserConfig
+from diffusion_lm.models.decoding import ARDecoder
 
 SEP, EOS, PAD = 2, 3, 0
 
@@ -94,12 +94,13 @@ def main() -> None:
     with amp:
         for B in args.batch_sizes:
             src = source_batch(B, args.src_len, args.vocab, device)
-            sec = timed(lambda: ar_decode(ar, src, args.tgt_len), device, args.repeats)
+            sec = timed(lambda src=src: ar_decode(ar, src, args.tgt_len), device, args.repeats)
             results.append({"decoder": "autoregressive KV-cache greedy", "steps": args.tgt_len, "batch": B,
                             "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
             for k in args.steps:
                 sampler = DDIMSampler(steps=k)
-                sec = timed(lambda: diffusion_decode(diff, process, sampler, src, args.tgt_len), device, args.repeats)
+                sec = timed(lambda sampler=sampler, src=src: diffusion_decode(diff, process, sampler, src, args.tgt_len),
+                            device, args.repeats)
                 results.append({"decoder": f"diffusion DDIM K={k}", "steps": k + 1, "batch": B,
                                 "seconds": sec, "tokens_per_s": B * args.tgt_len / sec})
     print(f"device={device} dtype={args.dtype} threads={torch.get_num_threads()} d_model={args.d_model} "

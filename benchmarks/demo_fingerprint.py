@@ -3,8 +3,8 @@
 Runs the demo's two stages (experiments/demo.yaml; stage 1 through the overlays of the Makefile ``demo``
 target) for ``--steps`` training steps each in a temporary directory, stage 2 initialised from the
 temporary stage-1 checkpoint, then tests stage 2 on the first ``--test-examples`` test sentences. The JSON
-holds the first training losses of each stage, a digest of each stage's trained weights, the test metrics and the test generations. Two commits
-that build, train and decode identically write identical files (compare them with ``cmp``).
+holds the first training losses of each stage, a digest of each stage's trained weights, the test metrics and
+the test generations. Two commits that build, train and decode identically write identical files (compare them with ``cmp``).
 
     PYTHONPATH=$PWD python benchmarks/demo_fingerprint.py --out runs/fingerprint.json
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from diffusion_lm.cli import build_cli
 
@@ -35,6 +36,7 @@ class LossRecorder(Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.losses.append(float(outputs["loss"]))
 

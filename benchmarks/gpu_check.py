@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `benchmarks.…` and `diffusion_lm` from this checkout, installed or not
 
-from benchmarks.gpucheck.registry import BY_NAME  # noqa: E402
-from benchmarks.gpucheck.scale import SCALES  # noqa: E402
+from benchmarks.gpucheck.registry import BY_NAME
+from benchmarks.gpucheck.scale import SCALES
 
 
 def commit() -> str:

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing_extensions import override
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -92,6 +94,7 @@ class StepClock:
                 self.times: list[float] = []
                 self.tokens = 0
 
+            @override
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
                 self.times.append(time.perf_counter())
                 self.tokens += int(batch["valid"].sum())
@@ -194,7 +197,7 @@ def innermost_steps(config: dict):
     return config.get("init_args", {}).get("steps")
 
 
-def distilled_data(out: Path, args) -> tuple[float, Path]:
+def distilled_data(out: Path, args) -> tuple[float, Path]:  # noqa: ARG001 — called as distilled_data(out, args) (also by claims.py)
     """The AR row's checkpoint decodes the training split once (``diffusion-lm distill``); returns the
     teacher's cost (its training time + the decoding time) and the distilled data root."""
     teacher = json.loads((out / "rows" / f"{AR}.json").read_text()) if (out / "rows" / f"{AR}.json").is_file() else None

@@ -19,6 +19,7 @@ import time
 import warnings
 
 import lightning as L
+
 from diffusion_lm.checkpoint import load_recipe
 from diffusion_lm.cli import build_cli
 from diffusion_lm.diffusion import AdaptiveDDIMSampler, DDIMSampler

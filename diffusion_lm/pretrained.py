@@ -63,7 +63,7 @@ def _resolve_hf_directory(source: str) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
-    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated model …
+    except Exception as e:  # noqa: BLE001 — offline, unknown id, gated model …
         raise CheckpointError(
             f"{source!r} is neither a local checkpoint (directory or .ckpt) nor a reachable Hub model "
             f"({type(e).__name__}: {e})"

@@ -4,6 +4,7 @@ finished rows really leave the batch."""
 import pytest
 import torch
 from torch import nn
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
 from diffusion_lm.diffusion import AdaptiveDDIMSampler, DDIMSampler, GaussianDiffusion
@@ -48,6 +49,7 @@ class ScriptedDenoiser(nn.Module):
         self.wte = nn.Embedding(20, 8)
         self.rows = []
 
+    @override
     def forward(self, inputs_embeds, timesteps, self_cond, valid, prefix_len):
         self.rows.append(inputs_embeds.shape[0])
         B, L, E = inputs_embeds.shape

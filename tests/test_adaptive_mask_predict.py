@@ -2,15 +2,18 @@
 
 import pytest
 import torch
+from typing_extensions import override
 
-from diffusion_lm.diffusion.calibration import as_adaptive
 from diffusion_lm.diffusion import AdaptiveMaskPredictSampler, MaskedDiffusion, MaskPredictSampler
+from diffusion_lm.diffusion.calibration import as_adaptive
+
 from .test_mask_predict import MASK, RecordingModel, gen_batch
 
 
 class SettlingModel(RecordingModel):
     """Logits that depend on the position only: the full guess is the same at every iteration."""
 
+    @override
     def forward(self, x, timesteps=None, valid=None, prefix_len=None):
         self.inputs.append(x.clone())
         latent = self.table[torch.arange(x.shape[1]), 0][None].expand(x.shape[0], -1, -1)  # (B, L, V)

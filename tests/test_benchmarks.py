@@ -219,7 +219,7 @@ def test_evaluate_checkpoint_without_training_split(tmp_path, offline_hub):
     assert ckpt.exists()
 
     with pytest.raises(DataError, match="has no training split"):
-        WMT14(data_dir=str(eval_root), **SMALL).tokenizer  # noqa: B018 - without a checkpoint the BPE needs train
+        WMT14(data_dir=str(eval_root), **SMALL).tokenizer  # noqa: B018 — without a checkpoint the BPE needs train
     cfg = _cli_config(tmp_path, eval_root)
     main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt)])
     main(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt)])

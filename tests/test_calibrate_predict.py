@@ -3,16 +3,15 @@ overrides winning over the checkpoint's hyperparameters."""
 
 import gzip
 import json
+import logging
 
 import pytest
 import torch
 import yaml
 
-import logging
-
+from diffusion_lm.cli import main
 from diffusion_lm.cli.calibrate import calibrate
 from diffusion_lm.diffusion.calibration import CalibrationPoint, at_grid_edge, select_epsilon, warn_if_at_grid_edge
-from diffusion_lm.cli import main
 
 from .test_cli import toy_config
 

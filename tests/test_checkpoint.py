@@ -1,14 +1,15 @@
 """Checkpoints load with weights-only semantics; a checkpoint of another shape is one clear error."""
 
 import os
+import pickle
 
 import pytest
 import torch
 
 from diffusion_lm.checkpoint import SafeCheckpointIO, load_checkpoint
-from diffusion_lm.models.state_dict import check_state_dict
 from diffusion_lm.errors import CheckpointError
 from diffusion_lm.models import Denoiser, DenoiserConfig
+from diffusion_lm.models.state_dict import check_state_dict
 from diffusion_lm.recipes import FromScratch
 
 from .conftest import TINY_DENOISER, cpu_trainer, tiny_recipe, toy_datamodule
@@ -21,7 +22,7 @@ def test_python_api_checkpoint_loads_weights_only(toy_root, tmp_path):
     trainer.fit(model, dm)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
-    with pytest.raises(Exception):  # plain weights-only torch.load refuses the DenoiserConfig in the hparams
+    with pytest.raises(pickle.UnpicklingError):  # plain weights-only torch.load refuses the DenoiserConfig in the hparams
         torch.load(path, weights_only=True)
     ck = load_checkpoint(path)  # ... the classes of this package are allowed by name
     assert isinstance(ck["hyper_parameters"]["denoiser"], DenoiserConfig)
@@ -59,7 +60,8 @@ def _denoiser(**kw):
 def test_shape_mismatch_names_the_vocabulary():
     with pytest.raises(CheckpointError, match=r"another vocabulary: 60 tokens in the checkpoint, 50 in the model"):
         check_state_dict(_denoiser(), _denoiser(vocab_size=60).state_dict())
-    with pytest.raises(CheckpointError, match=r"35 parameter\(s\) of another shape \(wpe\.weight: \(56, 64\) in the checkpoint, \(56, 32\)"):
+    with pytest.raises(CheckpointError, match=r"35 parameter\(s\) of another shape "
+                                              r"\(wpe\.weight: \(56, 64\) in the checkpoint, \(56, 32\)"):
         check_state_dict(_denoiser(), _denoiser(d_model=64).state_dict())
     with pytest.raises(CheckpointError, match=r"missing from the checkpoint \(blocks\.1\."):
         check_state_dict(_denoiser(), _denoiser(n_layers=1).state_dict())

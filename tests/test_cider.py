@@ -51,7 +51,7 @@ def test_cider_d_clips_repetition_and_penalises_length_but_cider_does_not():
 def _random_corpus(seed: int, n_examples: int):
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(30)] + ["the", "a", ".", ","]
-    sent = lambda: [rng.choice(vocab) for _ in range(rng.randint(0, 14))]  # noqa: E731 - includes empty sentences
+    sent = lambda: [rng.choice(vocab) for _ in range(rng.randint(0, 14))]  # noqa: E731 — includes empty sentences
     cands = [sent() for _ in range(n_examples)]
     refs = [[sent() for _ in range(rng.randint(1, 5))] for _ in range(n_examples)]
     return cands, refs
@@ -68,7 +68,7 @@ def test_agrees_with_pycocoevalcap_on_random_corpora(seed):
 
 def test_metric_equals_function_across_updates():
     cands, refs = _random_corpus(7, 20)
-    text = lambda toks: " ".join(toks)  # noqa: E731
+    text = lambda toks: " ".join(toks)  # noqa: E731 — one-line local helper
     m = CIDErD()
     m.update([text(c) for c in cands[:8]], [[text(r) for r in rs] for rs in refs[:8]])
     m.update([text(c) for c in cands[8:]], [[text(r) for r in rs] for rs in refs[8:]])

@@ -3,6 +3,7 @@ bf16 + compile on a GPU without host synchronisations in the step."""
 
 import pytest
 import torch
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
 from diffusion_lm.models import Denoiser, DenoiserConfig
@@ -83,12 +84,14 @@ def test_bf16_compile_on_gpu_without_host_syncs(toy_root, tmp_path):
         def __init__(self):
             self.losses = []
 
+        @override
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == 9:  # steps 9 and 10 are not logged (every 8 steps)
                 torch.cuda.set_sync_debug_mode("error")
             elif trainer.global_step == 11:
                 torch.cuda.set_sync_debug_mode("default")
 
+        @override
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step == 1:
                 self.losses.append(float(outputs["loss"]))

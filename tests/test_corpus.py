@@ -68,7 +68,7 @@ def test_prefix_lm_layout_random_split(corpus_root):
     splits = torch.cat([b["prefix_len"] for b in dm.train_dataloader()])
     assert int(splits.min()) >= 3 and int(splits.max()) <= 12 and len(set(splits.tolist())) > 5
     b = next(iter(dm.val_dataloader()))
-    for row, p, tm in zip(b["input_ids"], b["prefix_len"], b["target_mask"]):
+    for p, tm in zip(b["prefix_len"], b["target_mask"]):
         assert not tm[:p].any() and tm[p:].all()
     assert (b["tgt_len"] == 16 - b["prefix_len"]).all()
     again = next(iter(dm.val_dataloader()))
@@ -91,12 +91,12 @@ def test_txt_and_jsonl_files_and_limits(tmp_path, corpus_root):
     limited = make(corpus_root, limit_train_tokens=100)
     assert len(limited.token_stream("train")) == 100
     with pytest.raises(DataError, match="missing field 'text'"):
-        TextCorpus(files={"train": [str(jl)]}, block_size=4).tokenizer  # noqa: B018
+        TextCorpus(files={"train": [str(jl)]}, block_size=4).tokenizer  # noqa: B018 — the property builds the tokenizer, which raises
 
 
 def test_missing_split_and_bad_settings_are_clear(tmp_path, corpus_root):
     with pytest.raises(DataError, match="no train split"):
-        TextCorpus(dataset="nowhere", data_dir=str(tmp_path), block_size=8).tokenizer  # noqa: B018
+        TextCorpus(dataset="nowhere", data_dir=str(tmp_path), block_size=8).tokenizer  # noqa: B018 — the property builds the tokenizer, which raises
     with pytest.raises(DataError, match="do not fit"):
         make(corpus_root, objective="prefix_lm", min_prefix=10, min_target=10)
     dm = make(corpus_root)

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import (CosineSchedule, DiscreteSampler, LogLinearSchedule, MaskedDiffusion,
-                                    UniformDiffusion)
+from diffusion_lm.diffusion import CosineSchedule, DiscreteSampler, LogLinearSchedule, MaskedDiffusion, UniformDiffusion
 from diffusion_lm.errors import ConfigError
 from diffusion_lm.models import Denoiser, DenoiserConfig
 
@@ -118,6 +118,7 @@ class ConstantModel(torch.nn.Module):
         self.register_buffer("fixed", logits)
         self.rows_seen: list[int] = []
 
+    @override
     def forward(self, x, timesteps=None, valid=None, prefix_len=None):
         self.rows_seen.append(x.shape[0])
         latent = self.fixed.expand(*x.shape, -1)
@@ -161,6 +162,7 @@ def test_masked_sampler_reveals_every_token():
 class EchoModel(ConstantModel):
     """Predicts the input token back, more confidently for larger ids: the fixed point is the initial noise."""
 
+    @override
     def forward(self, x, timesteps=None, valid=None, prefix_len=None):
         self.rows_seen.append(x.shape[0])
         latent = 6.0 * F.one_hot(x, V).float() + 0.05 * torch.arange(V).float()

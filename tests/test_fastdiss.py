@@ -8,8 +8,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from diffusion_lm.diffusion import (FastDiSSDiffusion, GaussianDiffusion, NoisePerturbation, SelfConditionPerturbation,
-                                    ShiftNoisePerturbation, ShiftPerturbation, UniformSampler)
+from diffusion_lm.diffusion import (
+    FastDiSSDiffusion,
+    GaussianDiffusion,
+    NoisePerturbation,
+    SelfConditionPerturbation,
+    ShiftNoisePerturbation,
+    ShiftPerturbation,
+    UniformSampler,
+)
 from diffusion_lm.errors import ConfigError
 
 from .conftest import tiny_recipe

@@ -80,7 +80,7 @@ def test_overfits_a_tiny_batch():
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     sampler = UniformSampler()
     first = None
-    for step in range(150):
+    for _ in range(150):
         t, w = sampler.sample(8)
         loss = p.training_loss(m, b, t, w).loss
         first = first if first is not None else loss.item()

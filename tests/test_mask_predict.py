@@ -4,10 +4,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
-from diffusion_lm.diffusion import (DDIMSampler, GaussianDiffusion, GenerationResult, Generator, LengthBeam,
-                                    MaskedDiffusion, MaskPredictSampler)
+from diffusion_lm.diffusion import (
+    DDIMSampler,
+    GaussianDiffusion,
+    GenerationResult,
+    Generator,
+    LengthBeam,
+    MaskedDiffusion,
+    MaskPredictSampler,
+)
 from diffusion_lm.diffusion.length_beam import with_target_lengths
 from diffusion_lm.diffusion.mask_predict import sample_with_confidence
 from diffusion_lm.models import Denoiser, DenoiserConfig
@@ -25,6 +33,7 @@ class RecordingModel(torch.nn.Module):
         self.register_buffer("table", torch.randn(64, V, V, generator=g) * 3)
         self.inputs: list[torch.Tensor] = []
 
+    @override
     def forward(self, x, timesteps=None, valid=None, prefix_len=None):
         self.inputs.append(x.clone())
         pos = torch.arange(x.shape[1])[None, :].expand_as(x)
@@ -62,6 +71,7 @@ def test_unmasking_reveals_the_scheduled_count_and_never_remasks_a_kept_token(sc
 class GrowingConfidenceModel(RecordingModel):
     """Predicts token 10 + position, more confidently the more of the row is already revealed."""
 
+    @override
     def forward(self, x, timesteps=None, valid=None, prefix_len=None):
         self.inputs.append(x.clone())
         revealed = (x != MASK).sum(1, keepdim=True).float()  # (B, 1)
@@ -140,6 +150,7 @@ def test_length_beam_of_width_one_is_the_single_length_generator(case):
 class LengthScoredGenerator(Generator):
     """Scores a candidate by how close its target length is to 5."""
 
+    @override
     def generate(self, model, process, batch):
         n = batch["target_mask"].sum(1)
         return GenerationResult(tokens=batch["input_ids"], steps=torch.ones_like(n), scores=-(n - 5).abs().float())

@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 from sacrebleu import sentence_bleu as sacre_sentence_bleu
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
 from diffusion_lm.diffusion import MBRGenerator
@@ -55,6 +56,7 @@ class FixedCandidates(Generator):
         self.rows = rows
         self.batch_sizes = []
 
+    @override
     def generate(self, model, process, batch):
         self.batch_sizes.append(batch["input_ids"].shape[0])
         tokens = batch["input_ids"].clone()

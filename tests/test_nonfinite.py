@@ -5,6 +5,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
 
 from diffusion_lm.callbacks import NonFiniteGuard, NonFiniteLossError
 from diffusion_lm.checkpoint import load_checkpoint
@@ -32,10 +33,12 @@ class NaNAt(FromScratch):
 class WatchStep(L.Callback):
     """Weights right before and right after the bad step."""
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == BAD_STEP:
             self.before = [p.detach().clone() for p in pl_module.denoiser.parameters()]
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == BAD_STEP + 1:
             self.after = [p.detach().clone() for p in pl_module.denoiser.parameters()]

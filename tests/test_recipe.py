@@ -122,7 +122,7 @@ def test_ddp_spawn_two_cpu_processes(toy_root, tmp_path):
 
 
 def test_a_normalised_embedding_table_is_not_weight_decayed():
-    from diffusion_lm.diffusion import GaussianDiffusion, MaskPredictSampler, MaskedDiffusion
+    from diffusion_lm.diffusion import GaussianDiffusion, MaskedDiffusion, MaskPredictSampler
 
     def decayed_names(recipe):
         recipe.trainer = None

@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
 
 from diffusion_lm.callbacks.resume import collect_rng_states, set_rng_states
 from diffusion_lm.checkpoint import SafeCheckpointIO, load_checkpoint
@@ -24,6 +25,7 @@ class KillAt(L.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             raise Killed
@@ -35,6 +37,7 @@ class Record(L.Callback):
     def __init__(self) -> None:
         self.indices, self.losses = [], []
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.indices.append(batch["index"].tolist())
         self.losses.append(float(outputs["loss"]))

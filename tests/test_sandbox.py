@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lm.metrics.sandbox import SandboxLimits, run_program
-from diffusion_lm.metrics.sandbox import seccomp
+from diffusion_lm.metrics.sandbox import SandboxLimits, run_program, seccomp
 
 FAST = SandboxLimits(timeout_s=5.0)
 

@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+from typing_extensions import override
 
 from diffusion_lm.data.layout import build_batch
 from diffusion_lm.diffusion import GaussianDiffusion
@@ -64,6 +65,7 @@ class SaveGradients(L.Callback):
     def __init__(self, path: Path) -> None:
         self.path = str(path)
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step == 0 and trainer.is_global_zero:  # after DDP's all-reduce / the last accumulated batch
             torch.save({n: p.grad.clone() for n, p in pl_module.denoiser.named_parameters() if p.grad is not None}, self.path)

@@ -32,7 +32,7 @@ def test_endpoints(name):
 def test_closed_forms():
     t = torch.tensor([0.25])
     assert math.isclose(get_schedule("sqrt").alpha_bar(t).item(), 1 - math.sqrt(0.25 + 1e-4), rel_tol=1e-5)
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731 — one-line local helper (the cosine schedule's closed form)
     assert math.isclose(get_schedule("cosine").alpha_bar(t).item(), f(0.25) / f(0.0), rel_tol=1e-5)
     assert math.isclose(get_schedule("linear").alpha_bar(t).item(), math.exp(-(0.1 * 0.25 + 0.5 * 19.9 * 0.0625)), rel_tol=1e-5)
 

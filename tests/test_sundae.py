@@ -7,7 +7,7 @@ import torch
 from diffusion_lm.diffusion import CosineSchedule, DiscreteSampler, LogLinearSchedule, UniformDiffusion
 from diffusion_lm.diffusion.sundae import nucleus
 
-from .test_discrete import V, ConstantModel, batch, gen_batch, tiny_model
+from .test_discrete import ConstantModel, V, batch, gen_batch, tiny_model
 
 
 def old_argmax_decode(model, proc, b, steps, time_conditioning, early_stop):

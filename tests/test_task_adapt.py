@@ -15,7 +15,6 @@ from diffusion_lm.recipes import TaskAdapt
 
 from .conftest import cpu_trainer, tiny_recipe, toy_datamodule, write_jsonl
 
-
 GAUSSIAN_ARGS = set(inspect.signature(GaussianDiffusion).parameters)
 
 

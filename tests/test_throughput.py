@@ -10,11 +10,11 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakIdKeyDictionary
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
+from typing_extensions import override
 
 from diffusion_lm.callbacks import ThroughputMonitor
-from diffusion_lm.data.layout import build_batch
 from diffusion_lm.flops import StepFlops, body_params, head_params
 from diffusion_lm.models import Denoiser, DenoiserConfig
 
@@ -124,6 +124,7 @@ def test_training_steps_between_logging_read_nothing_from_the_device(toy_root, t
     detector = SyncDetector()
 
     class Watch(L.Callback):  # from the start of step 5 to the start of step 7: all hooks, logging, data
+        @override
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == 5:  # steps 5 and 6 are neither logged nor checked (every 4 steps)
                 detector.__enter__()

@@ -8,6 +8,7 @@ of the default of its class.
 from __future__ import annotations
 
 import lightning as L
+
 from .nonfinite import NonFiniteGuard, NonFiniteLossError
 from .resume import RNGState
 from .throughput import ThroughputMonitor

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
+from typing_extensions import override
 
 from ..errors import DiffusionLMError
 
@@ -91,15 +92,18 @@ class NonFiniteGuard(L.Callback):
                     for p in group["params"]:
                         p.grad = None
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         every = self.check_every_n_steps or trainer.log_every_n_steps or 50
         if trainer.global_step % every == 0:
             self.check(trainer)
 
+    @override
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         self.check(trainer)  # raising here keeps the file from being written
 
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
 

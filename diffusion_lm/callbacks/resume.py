@@ -25,6 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from typing_extensions import override
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -59,6 +60,7 @@ class RNGState(L.Callback):
         self._pending: list[dict[str, Any]] | None = None
         self._started = False
 
+    @override
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         state = collect_rng_states()
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
@@ -68,9 +70,11 @@ class RNGState(L.Callback):
             states = [state]
         checkpoint[self.KEY] = states
 
+    @override
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         self._pending = checkpoint.get(self.KEY)
 
+    @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._started:
             return

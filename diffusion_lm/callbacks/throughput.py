@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from ..data.loader import ResumableDataLoader
 from ..flops import CountsFlops, StepFlops
@@ -87,6 +88,7 @@ class ThroughputMonitor(L.Callback):
         return self.log_every_n_steps or trainer.log_every_n_steps or 50
 
     # ------------------------------------------------------------------ per step (no host reads)
+    @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._t0 is None:
             self._start_window(trainer, pl_module.device)
@@ -101,6 +103,7 @@ class ThroughputMonitor(L.Callback):
         self._head_tokens += target.sum(dtype=torch.float64) if target is not None else n
         self._slots += ids.numel()
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step
@@ -155,9 +158,11 @@ class ThroughputMonitor(L.Callback):
             m["throughput/gpu_mem_reserved_gib"] = torch.cuda.memory_reserved(device) / 2**30
         return m
 
+    @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_t0 = time.perf_counter()
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._val_t0 is not None and self._t0 is not None:  # inside a training window
             self._excluded += time.perf_counter() - self._val_t0

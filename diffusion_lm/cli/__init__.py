@@ -13,14 +13,15 @@ Configs are OmegaConf-resolved YAML (``${…}`` interpolation inside one file); 
 injected with ``class_path``. Errors caused by the user's input (data, config values,
 checkpoints) end with one ``error: …`` line and exit code 2.
 
-Modules: :mod:`.commands` (:func:`main`: which command goes where), :mod:`.app` (the LightningCLI, :func:`build_cli`), :mod:`.checkpoint_config`
-(``--ckpt_path`` defaults), :mod:`.trainer` (the Trainer with ``calibrate`` and a JSONL ``predict``),
-:mod:`.calibrate`, :mod:`.predict`, :mod:`.distill`, :mod:`.export`, :mod:`.prepare`.
+Modules: :mod:`.commands` (:func:`main`: which command goes where), :mod:`.app` (the LightningCLI,
+:func:`build_cli`), :mod:`.checkpoint_config` (``--ckpt_path`` defaults), :mod:`.trainer` (the Trainer with
+``calibrate`` and a JSONL ``predict``), :mod:`.calibrate`, :mod:`.predict`, :mod:`.distill`, :mod:`.export`,
+:mod:`.prepare`.
 """
 
 from .app import DiffusionLMCLI, _quiet, build_cli, trainer_defaults
-from .commands import main
 from .checkpoint_config import checkpoint_config, with_checkpoint_defaults
+from .commands import main
 
 __all__ = ["DiffusionLMCLI", "_quiet", "build_cli", "checkpoint_config", "main", "trainer_defaults",
            "with_checkpoint_defaults"]

@@ -13,7 +13,6 @@ from lightning.pytorch.cli import LightningCLI
 
 from ..checkpoint import SafeCheckpointIO
 from ..recipes.base import BaseRecipe
-from .checkpoint_config import SUBCOMMANDS
 from .trainer import DiffusionLMTrainer
 
 

@@ -21,8 +21,15 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..checkpoint import load_checkpoint
-from ..diffusion.calibration import (DEFAULT_EPSILONS, DEFAULT_TOLERANCE, CalibrationPoint, as_adaptive, select_epsilon,
-                                     sweep_epsilons, warn_if_at_grid_edge)
+from ..diffusion.calibration import (
+    DEFAULT_EPSILONS,
+    DEFAULT_TOLERANCE,
+    CalibrationPoint,
+    as_adaptive,
+    select_epsilon,
+    sweep_epsilons,
+    warn_if_at_grid_edge,
+)
 from ..errors import ConfigError
 from ..recipes.diffusion import DiffusionRecipe
 
@@ -108,7 +115,8 @@ def calibrate(
     edge = warn_if_at_grid_edge(points, chosen)
     adaptive.epsilon, adaptive.calibrated_epsilon = None, chosen.epsilon
     record = {"chosen": asdict(chosen), "at_grid_edge": edge, "tolerance": tolerance, "metric": metric,
-              "steps": adaptive.steps, "min_steps": adaptive.min_steps, "criterion": adaptive.criterion, "curve": [asdict(p) for p in points]}
+              "steps": adaptive.steps, "min_steps": adaptive.min_steps, "criterion": adaptive.criterion,
+              "curve": [asdict(p) for p in points]}
 
     out = Path(output_dir or trainer.log_dir or trainer.default_root_dir) / "calibration"
     if trainer.is_global_zero:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from ..distill import distill, summary
 from ..errors import ConfigError
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffusion-lm distill", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

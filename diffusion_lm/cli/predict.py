@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 
 class JSONLPredictionWriter(Callback):
@@ -28,15 +29,18 @@ class JSONLPredictionWriter(Callback):
     def _partial(self, rank: int) -> Path:
         return self.output.with_name(f"{self.output.name}.rank{rank}.partial")
 
+    @override
     def on_predict_start(self, trainer, pl_module) -> None:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._partial(trainer.global_rank), "w", encoding="utf-8")  # noqa: SIM115
+        self._file = open(self._partial(trainer.global_rank), "w", encoding="utf-8")  # noqa: SIM115 — open across hooks, closed in on_predict_end
 
+    @override
     def on_predict_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         for rec in outputs or []:
             self._file.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._file.flush()
 
+    @override
     def on_predict_end(self, trainer, pl_module) -> None:
         self._file.close()
         trainer.strategy.barrier()

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 from lightning.pytorch import LightningDataModule
 
-from .app import DiffusionLMCLI
 from ..data.base import SPLITS
 from ..data.pair_cache import PairCache, cache_size
 from ..data.seq2seq import Seq2SeqDataModule
 from ..errors import ConfigError
 from ..recipes.base import BaseRecipe
+from .app import DiffusionLMCLI
 
 
 class DataOnlyCLI(DiffusionLMCLI):

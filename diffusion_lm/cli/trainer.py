@@ -19,7 +19,7 @@ class DiffusionLMTrainer(L.Trainer):
         model,
         datamodule=None,
         ckpt_path: Optional[str] = None,
-        epsilons: list[float] = list(DEFAULT_EPSILONS),  # noqa: B006
+        epsilons: list[float] = list(DEFAULT_EPSILONS),  # noqa: B006 — a default jsonargparse shows; never mutated
         tolerance: float = DEFAULT_TOLERANCE,
         metric: str = "bleu",
         higher_is_better: bool = True,
@@ -35,7 +35,7 @@ class DiffusionLMTrainer(L.Trainer):
             ckpt_path: Checkpoint to evaluate; the chosen ε is written into it (unless ``store`` is false).
             epsilons: ε values to try besides 0 (the fixed-step reference).
             tolerance: Largest metric loss against the fixed-step sampler that is accepted (absolute, in the
-                metric's units; default 0.1, the BLEU drop the paper accepts).
+                metric's units; default 0.1, the BLEU drop the task-specific training paper accepts).
             metric: Validation metric (``val/<metric>``) to compare.
             higher_is_better: Direction of the metric.
             min_steps: Override the sampler's minimum number of steps.

@@ -69,7 +69,7 @@ class TokenizedDataModule(L.LightningDataModule):
         return self.tokenizer.vocab_size
 
     def prepare_data(self) -> None:
-        self.tokenizer  # noqa: B018 - trains and caches the BPE once, on rank 0
+        self.tokenizer  # noqa: B018 — trains and caches the BPE once, on rank 0
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         raise NotImplementedError

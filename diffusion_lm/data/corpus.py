@@ -32,9 +32,9 @@ from torchmetrics import Metric
 
 from ..errors import DataError
 from ..metrics.text import default_metrics
-from .jsonl import find_split_file, iter_jsonl, open_text
 from .atomic import atomic_output
 from .base import DATA_ENV, TokenizedDataModule, resolve_cache_dir, resolve_data_root, stage_splits
+from .jsonl import find_split_file, iter_jsonl, open_text
 from .tokenization import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class TextCorpus(TokenizedDataModule):
         text_field: str = "text",
         hub_id: Optional[str] = None,
         hub_config: Optional[str] = None,
-        splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"},  # noqa: B006
+        splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"},  # noqa: B006 — a default jsonargparse shows; never mutated
         tokenizer: Optional[str] = None,
         bpe_vocab_size: int = 8000,
         bpe_train_chars: int = 20_000_000,
@@ -227,7 +227,7 @@ class TextCorpus(TokenizedDataModule):
             import datasets
 
             ds = datasets.load_dataset(self.hub_id, self.hub_config, split=self.splits.get(split, split))
-        except Exception as e:  # noqa: BLE001 - offline, missing split, bad id
+        except Exception as e:  # noqa: BLE001 — offline, missing split, bad id
             raise DataError(f"no {split} split: {where}; the Hub dataset {self.hub_id!r} (config {self.hub_config!r}) "
                             f"could not be loaded ({type(e).__name__}: {e})") from None
         for row in ds:

@@ -4,8 +4,9 @@ as a prefix LM and batched by token budget.
 Rows are read as a stream (never a Python list of the whole split) and tokenised once per (files,
 tokenizer, length limits, direction, limit) into an on-disk cache (:mod:`~diffusion_lm.data.pair_cache`)
 by ``prepare_data``, in parallel over the cores; ``setup`` of every process then opens that cache (row
-offsets memory-mapped, rows read on demand), so no rank holds the text or a per-row Python object. ``token_cache=False`` tokenises into memory instead
-(the same items; ``predict`` always does, its inputs are small and often one-off files)."""
+offsets memory-mapped, rows read on demand), so no rank holds the text or a per-row Python object.
+``token_cache=False`` tokenises into memory instead (the same items; ``predict`` always does, its inputs
+are small and often one-off files)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,17 @@ from .base import DATA_ENV, TokenizedDataModule, resolve_cache_dir, resolve_data
 from .jsonl import find_split_file, iter_jsonl
 from .layout import build_batch
 from .loader import ResumableDataLoader
-from .pair_cache import (PairCache, build_or_open, cache_digest, chunked, default_workers, encode_examples,
-                         encode_pairs, ordered_map, write_pair_cache)
+from .pair_cache import (
+    PairCache,
+    build_or_open,
+    cache_digest,
+    chunked,
+    default_workers,
+    encode_examples,
+    encode_pairs,
+    ordered_map,
+    write_pair_cache,
+)
 from .sampler import BucketBatchSampler
 from .tokenization import TextTokenizer
 
@@ -186,7 +196,7 @@ class Seq2SeqDataModule(TokenizedDataModule):
         tgt_field: str = "tgt",
         refs_field: Optional[str] = None,
         swap: bool = False,
-        splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"},  # noqa: B006
+        splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"},  # noqa: B006 — a default jsonargparse shows; never mutated
         tokenizer: Optional[str] = None,
         bpe_vocab_size: int = 8000,
         bpe_train_samples: int = 1_000_000,
@@ -251,7 +261,7 @@ class Seq2SeqDataModule(TokenizedDataModule):
         """Fields every local row must have (a missing one is an error naming file and line)."""
         return [self.src_field, self.tgt_field] + ([self.refs_field] if self.refs_field else [])
 
-    def missing_split_hint(self, split: str) -> str:
+    def missing_split_hint(self, split: str) -> str:  # noqa: ARG002 — interface: tasks hint per split
         """Appended to the error for a split found neither locally nor on the Hub (how to get it)."""
         return ""
 
@@ -275,7 +285,7 @@ class Seq2SeqDataModule(TokenizedDataModule):
             src, tgt, refs = tgt, src, [src]
         return {"src": src, "tgt": tgt, "refs": refs}
 
-    def repeats(self, split: str) -> int:
+    def repeats(self, split: str) -> int:  # noqa: ARG002 — interface: MBPP repeats the test split
         """Examples made of each row of ``split`` (e.g. several samples per problem for pass@k)."""
         return 1
 
@@ -337,7 +347,7 @@ class Seq2SeqDataModule(TokenizedDataModule):
         try:
             rows = iter(self.hub_rows(split_file))
             first = next(rows, None)
-        except Exception as e:  # noqa: BLE001 - offline, missing split, bad id
+        except Exception as e:  # noqa: BLE001 — offline, missing split, bad id
             raise DataError(
                 f"no {split} split for dataset {self.dataset_name!r}: {looked} does not exist and the Hub dataset "
                 f"{self.hub_id!r} (config {self.hub_config!r}) could not be loaded ({type(e).__name__}: {e}). "

@@ -116,7 +116,7 @@ def load_pretrained_tokenizer(name_or_path: str) -> TextTokenizer:
 
     try:
         hf = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
-    except Exception as e:  # noqa: BLE001 - transformers raises many kinds
+    except Exception as e:  # noqa: BLE001 — transformers raises many kinds
         raise DataError(f"cannot load tokenizer {name_or_path!r}: {e}") from None
     return TextTokenizer(hf)
 

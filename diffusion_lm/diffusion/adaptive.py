@@ -1,4 +1,6 @@
-"""Adaptive early stopping for the continuous sampler: DDIM with a per-sequence stop criterion.
+"""Adaptive early stopping for the continuous sampler: DDIM with a per-sequence stop criterion — the adaptive
+inference of "Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025), on the
+DDIM sampler of Song, Meng & Ermon 2021 (eq. 12, σ = 0).
 
 After each DDIM step k every sequence measures how much it still moves,
 

@@ -1,5 +1,5 @@
-"""Adaptive early stopping for Mask-Predict decoding (the task-specific training paper's adaptive inference,
-carried over from continuous to masked diffusion).
+"""Adaptive early stopping for Mask-Predict decoding (Ghazvininejad et al. 2019): the adaptive inference of
+"Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025), carried over from continuous to masked diffusion.
 
 At iteration k Mask-Predict fills every masked target position with a prediction; call the filled
 sequence x̂_k (the model's current full guess, before positions are masked again). Each sequence
@@ -24,9 +24,9 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
-from .mdlm import MaskedDiffusion
 from .generate import GenerationResult
 from .mask_predict import MaskPredictSampler, sample_with_confidence
+from .mdlm import MaskedDiffusion
 
 ROW_KEYS = ("input_ids", "target_mask", "valid", "prefix_len")  # what the denoiser pass reads of a batch
 

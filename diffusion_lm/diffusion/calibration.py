@@ -1,5 +1,5 @@
-"""ε calibration of adaptive early stopping (:mod:`.adaptive`): the ε sweep on validation and the rule
-that picks ε.
+"""ε calibration of adaptive early stopping (:mod:`.adaptive`; the adaptive inference of
+"Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025)): the ε sweep on validation and the rule that picks ε.
 
 The validation set is decoded once with the fixed-step sampler (ε = 0) and once per ε of a sweep,
 recording (metric, mean steps, decoding wall time) per ε. The chosen ε is the one with the **smallest

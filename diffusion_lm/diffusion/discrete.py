@@ -1,5 +1,7 @@
 """Discrete diffusion on token ids: the shared base of uniform corruption with unrolled denoising (SUNDAE,
-:mod:`.sundae`) and masked (absorbing) diffusion (MDLM, :mod:`.mdlm`), plus their iterative sampler.
+:mod:`.sundae`) and masked (absorbing) diffusion (MDLM, :mod:`.mdlm`), plus their iterative sampler. Both
+are discrete-state diffusion with uniform and absorbing transitions (D3PM: Austin et al. 2021, "Structured
+Denoising Diffusion Models in Discrete State-Spaces", §3).
 
 Both corrupt only the target: each target token is corrupted independently with probability
 r(t) = 1 − ᾱ(t) (``schedule.corruption_rate``); the denoiser sees the corrupted ids (and, where the process
@@ -102,7 +104,7 @@ class DiscreteDiffusion(DiffusionProcess):
         """(N,) bool: target tokens that hold a real token (the sampler may stop a sequence only then)."""
         return torch.ones_like(x, dtype=torch.bool)
 
-    def moving(self, old: torch.Tensor, new: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def moving(self, old: torch.Tensor, new: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 — interface: SUNDAE's rule reads logits
         """(N,) bool: target tokens that keep their sequence decoding (early stop): here, tokens the step
         changed or that are not yet complete."""
         return (new != old) | ~self.is_complete(new)

@@ -42,7 +42,6 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser

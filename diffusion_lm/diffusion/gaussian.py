@@ -1,4 +1,5 @@
-"""Continuous (Gaussian-embedding) diffusion — the Diffusion-LM / DiffuSeq / Difformer line.
+"""Continuous (Gaussian-embedding) diffusion — the Diffusion-LM (Li et al. 2022) / DiffuSeq (Gong et al. 2023) /
+Difformer (Gao et al. 2022) line.
 
 Tokens are embedded, x_0 = Emb(w) (layer-normalised so every token has per-dimension variance 1
 and the noise schedule means the same thing for every vocabulary); only target positions are
@@ -17,7 +18,6 @@ import torch.nn.functional as F
 from ..models.denoiser import Denoiser
 from .process import DiffusionProcess, LossOutput, masked_mean, scatter, take, target_index
 from .schedule import NoiseSchedule
-
 
 # (model, batch, x_0, per-token t) → (x_t, per-token t, self-conditioning input, extra logs)
 TrainingInputs = Callable[

@@ -1,4 +1,5 @@
-"""Samplers: turn a prompt batch (target region of the predicted length) into target tokens."""
+"""Samplers: turn a prompt batch (target region of the predicted length) into target tokens. The continuous
+sampler is DDIM (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", eq. 12 with σ = 0)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class Generator:
         """Calibrated settings stored in the checkpoint (e.g. the adaptive sampler's ε)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002 — interface default: no calibrated settings
         """Restore :meth:`state_dict` (generators without state ignore it)."""
 
 
@@ -44,8 +45,8 @@ class StopRule:
     """Decides after every DDIM step which rows are finished; one instance per :meth:`DDIMSampler.generate`
     call (it may keep state across the steps). This base never stops a row: every row takes K steps."""
 
-    def finished(self, k: int, active: torch.Tensor, x0_hat: torch.Tensor, x_new: torch.Tensor,  # noqa: ARG002
-                 target_mask: torch.Tensor) -> Optional[torch.Tensor]:
+    def finished(self, k: int, active: torch.Tensor, x0_hat: torch.Tensor, x_new: torch.Tensor,  # noqa: ARG002 — interface
+                 target_mask: torch.Tensor) -> Optional[torch.Tensor]:  # noqa: ARG002 — the base rule never stops a row
         """After step k (0-based) of the ``active`` rows (b,), given their x̂_0 and new x_t (b, L', E) and target
         mask (b, L'): the (b,) bool of rows that stop here, or ``None`` (none stops)."""
         return None
@@ -75,7 +76,7 @@ class DDIMSampler(Generator):
         self.self_condition = self_condition
         self.clamp = clamp
 
-    def stop_rule(self, x: torch.Tensor) -> StopRule:  # noqa: ARG002
+    def stop_rule(self, x: torch.Tensor) -> StopRule:  # noqa: ARG002 — interface: the base rule needs no x_1
         """The early-stopping rule of one call, given the initial x_1 (B, L, E)."""
         return StopRule()
 

@@ -42,7 +42,7 @@ class GlancingMaskedDiffusion(MaskedDiffusion):
         self.ratio = ratio
         self.mix = mix
 
-    def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002
+    def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002 — one glancing pass with or without self-conditioning
         return 1.0
 
     def glance_mask(self, model: Denoiser, batch: dict[str, Any]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Task-aware importance sampling of the noise level (the task-specific training paper).
+"""Task-aware importance sampling of the noise level, from
+"Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025).
 
 t ∈ [0, 1] is split into K equal bins. During a pilot phase t is uniform while an estimator
 (:mod:`.variance`) measures v(t) per bin on the task's own data; then

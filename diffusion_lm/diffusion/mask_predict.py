@@ -31,8 +31,8 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
-from .mdlm import MaskedDiffusion
 from .generate import GenerationResult, Generator
+from .mdlm import MaskedDiffusion
 
 # γ(r): share of the target still masked after a fraction r of the iterations
 MASK_SCHEDULES = {

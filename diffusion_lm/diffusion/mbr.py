@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..stats.ngrams import bleu_from_counts, ngram_counts
 from ..models.denoiser import Denoiser
+from ..stats.ngrams import bleu_from_counts, ngram_counts
 from .generate import DDIMSampler, GenerationResult, Generator
 
 

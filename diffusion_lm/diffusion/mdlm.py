@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from typing_extensions import override
 
 from ..errors import ConfigError
 from .discrete import DiscreteDiffusion, sample_tokens
@@ -52,6 +53,7 @@ class MaskedDiffusion(DiscreteDiffusion):
                               "model.init_args.process.init_args.mask_id or use UniformDiffusion")
         return self.mask_id
 
+    @override
     def corrupt(self, model, ids, target_mask, t):
         return torch.where(self.corrupt_mask(target_mask, t), torch.full_like(ids, self.mask_token()), ids)
 
@@ -99,6 +101,7 @@ class MaskedDiffusion(DiscreteDiffusion):
             return (ce * self.elbo_weight(t)[:, None]).sum(1) / tmask.sum(1).clamp_min(1)
         return ce.sum(1) / masked.sum(1).clamp_min(1)  # mean CE of the masked tokens (per_token_loss's uniform case)
 
+    @override
     def prior(self, model, ids, target_mask):
         return torch.where(target_mask, torch.full_like(ids, self.mask_token()), ids)
 

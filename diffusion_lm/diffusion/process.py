@@ -87,7 +87,7 @@ class DiffusionProcess:
         processes that modify their training inputs (FastDiSS) override it."""
         return self.training_loss(model, batch, t, weights)
 
-    def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002
+    def grad_free_passes(self, self_condition: bool) -> float:  # noqa: ARG002 — interface default: no extra pass
         """Expected denoiser forwards without gradient per training step (for FLOP counts)."""
         return 0.0
 
@@ -110,7 +110,7 @@ class DiffusionProcess:
         """Statistics the process learns during training (stored in the checkpoint); none by default."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002 — interface default: no statistics
         """Restore :meth:`state_dict` (processes without statistics ignore it)."""
 
     def per_example_loss(
@@ -124,13 +124,13 @@ class DiffusionProcess:
             f"{type(self).__name__} has no per_example_loss: use the LossVariance or LossSecondMoment estimator"
         )
 
-    def configure_denoiser(self, cfg: Any) -> None:  # noqa: ARG002
+    def configure_denoiser(self, cfg: Any) -> None:  # noqa: ARG002 — interface default: no adjustment
         """Adjust the denoiser's configuration before it is built (e.g. drop inputs the process never feeds)."""
 
-    def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: ARG002
+    def bind_tokenizer(self, tokenizer: Any) -> None:  # noqa: ARG002 — interface default: no special token
         """Called by the recipe once the tokenizer is known (e.g. masked diffusion takes its MASK id)."""
 
-    def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def clean_inputs(self, model: Denoiser, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: ARG002 — embedding processes use model
         """Model inputs for uncorrupted tokens: ``{"input_ids": …}`` or ``{"inputs_embeds": …}``."""
         return {"input_ids": input_ids}
 

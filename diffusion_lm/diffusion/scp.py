@@ -26,8 +26,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..stats.bins import bin_index
 from ..errors import ConfigError
+from ..stats.bins import bin_index
 from .variance import all_reduce_sum
 
 
@@ -42,11 +42,11 @@ class SelfConditionPerturbation:
     """The interface, and itself no perturbation: the estimate is made at the trained level t and fed
     unchanged (plain self-conditioning)."""
 
-    def estimate_timesteps(self, t_tok: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def estimate_timesteps(self, t_tok: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 — interface: subclasses read target_mask
         """Level of the self-conditioning estimate for a trained input at t (never below t).  (B, L)"""
         return t_tok
 
-    def perturb(self, est: torch.Tensor, t_tok: torch.Tensor, t_est: torch.Tensor,  # noqa: ARG002
+    def perturb(self, est: torch.Tensor, t_tok: torch.Tensor, t_est: torch.Tensor,  # noqa: ARG002 — interface: this base feeds the estimate unperturbed
                 target_mask: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Self-conditioning input: the estimate (perturbed) on the target, 0 on the prompt (B, L, E); and the
         σ (B, L) of the added noise, ``None`` when no noise is added."""
@@ -67,7 +67,7 @@ class SelfConditionPerturbation:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002 — interface: no statistics to restore
         """Restore :meth:`state_dict`; perturbations without statistics ignore it."""
 
 

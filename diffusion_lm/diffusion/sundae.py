@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from typing_extensions import override
 
 from ..models.denoiser import Denoiser
 from .discrete import DenoisePass, DiscreteDiffusion, sample_tokens
@@ -103,6 +104,7 @@ class UniformDiffusion(DiscreteDiffusion):
         t2 = self.unrolled_time(x2, batch) if self.time_conditioning else torch.zeros_like(t)  # (B,)
         return [first, self.denoise(model, batch, x2, self.token_timesteps(t2, tmask))]
 
+    @override
     def per_token_loss(self, p: DenoisePass, batch: dict[str, Any], t: torch.Tensor) -> torch.Tensor:
         ids, tmask = batch["input_ids"], batch["target_mask"]
         ce = torch.zeros(tmask.shape, device=ids.device)
@@ -120,6 +122,7 @@ class UniformDiffusion(DiscreteDiffusion):
             return sample_tokens(logits, temperature)
         return sample_tokens(nucleus(logits.float() / temperature, self.top_p), 1.0)
 
+    @override
     def step(self, x, logits, t, s, temperature, final):
         proposal = self.propose(logits, temperature)  # (N,)
         if self.update_proportion >= 1:
@@ -127,6 +130,7 @@ class UniformDiffusion(DiscreteDiffusion):
         update = torch.rand(x.shape, device=x.device) < self.update_proportion  # (N,) SUNDAE's random subset
         return torch.where(update, proposal, x)
 
+    @override
     def moving(self, old, new, logits):
         # a sequence is done once it is the denoiser's own argmax fixed point; comparing old with new would
         # stop it whenever the random subset happened to leave it unchanged

@@ -1,7 +1,8 @@
 """Timestep samplers: which noise levels t ∈ [0, 1] a training batch is drawn at.
 
-The interface is what the recipes call; the importance sampler of the task-specific training
-paper implements the same methods (and keeps per-bin statistics in its state).
+The interface is what the recipes call; the importance sampler of "Cheaper and Better Diffusion Language
+Model via Task-Specific Training" (ACL 2025) implements the same methods (and keeps per-bin statistics in
+its state).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ class TimestepSampler:
         """Returns ``(t, weight)``, both of shape (B,): t ∈ [0, 1], weight multiplies the loss."""
         raise NotImplementedError
 
-    def update(self, t: torch.Tensor, losses: torch.Tensor, step: int) -> None:  # noqa: ARG002
+    def update(self, t: torch.Tensor, losses: torch.Tensor, step: int) -> None:  # noqa: ARG002 — interface default: stateless samplers
         """Called after each training step with detached per-example losses (B,)."""
 
-    def observe(self, model: Any, process: Any, batch: dict[str, Any], step: int) -> None:  # noqa: ARG002
+    def observe(self, model: Any, process: Any, batch: dict[str, Any], step: int) -> None:  # noqa: ARG002 — interface default: stateless samplers
         """Called before each training step (not during evaluation) with the training denoiser."""
 
     def curves(self) -> dict[str, torch.Tensor]:
@@ -41,7 +42,7 @@ class TimestepSampler:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: ARG002 — interface default: no statistics
         return None
 
 

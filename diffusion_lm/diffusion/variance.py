@@ -7,8 +7,8 @@ The batch sums are all-reduced across DDP ranks before they are added, so every 
 statistics, equal to those of one process that saw the concatenated batch, and the checkpoint written
 by rank 0 holds them all.
 
-* :class:`GradVariance` — the task-specific training paper's definition: the variance of the
-  per-example gradient of the denoising loss, tr Cov_x[∇_θ ℓ(x, t)], on a parameter subset θ;
+* :class:`GradVariance` — the definition of "Cheaper and Better Diffusion Language Model via Task-Specific
+  Training" (ACL 2025): the variance of the per-example gradient of the denoising loss, tr Cov_x[∇_θ ℓ(x, t)], on a parameter subset θ;
   per-example gradients come from ``torch.func`` (``vmap`` over ``grad``).
 * :class:`LossVariance` — Var_x[ℓ(x, t)] of the per-example training losses (free: no extra pass).
 * :class:`LossSecondMoment` — E_x[ℓ(x, t)²] (free; with α = ½ this is the improved-DDPM sampler,
@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..stats.bins import bin_index
 from ..models.params import TIMESTEP_AND_ATTENTION, matching_parameters
+from ..stats.bins import bin_index
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,7 @@ class CIDErD(CorpusMetric):
 
     def tokenized_corpus(self) -> tuple[list[list[str]], list[list[list[str]]]]:
         preds, refs = self.corpus()
-        tok = lambda s: caption_tokens(s, self.lowercase)  # noqa: E731
+        tok = lambda s: caption_tokens(s, self.lowercase)  # noqa: E731 — one-line local helper
         return [tok(p) for p in preds], [[tok(r) for r in rs] for rs in refs]
 
     def compute(self) -> torch.Tensor:

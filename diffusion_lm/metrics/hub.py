@@ -72,7 +72,7 @@ def load_hub_metrics(specs: Optional[list[MetricSpec]]) -> dict[str, Metric]:
         kwargs = {"path": spec} if isinstance(spec, str) else dict(spec)
         try:
             metric = HubMetric(**kwargs)
-        except Exception as e:  # noqa: BLE001 - offline, unknown metric, missing dependency
+        except Exception as e:  # noqa: BLE001 — offline, unknown metric, missing dependency
             log.warning("extra metric %r skipped: evaluate could not load it (%s: %s)",
                         kwargs.get("path"), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             continue

@@ -1,6 +1,7 @@
 """BLEU for the recipes: ``update(predictions, references)`` on strings.
 
-Two BLEUs are reported and must not be confused:
+BLEU is Papineni et al. 2002 (modified n-gram precisions, brevity penalty). Two BLEUs are reported and must
+not be confused:
 
 * :class:`SacreBLEU` — detokenised corpus BLEU with SacreBLEU's ``13a`` tokenisation (Post 2018):
   the comparable number, logged as ``bleu``.
@@ -45,7 +46,7 @@ class SacreBLEU(SacreBLEUScore):
         target = [r + [r[0]] * (width - len(r)) for r in target]
         super().update(list(preds), target)
 
-    def compute(self):  # noqa: D102
+    def compute(self):  # noqa: D102 — torchmetrics' compute, rescaled to percent
         return super().compute() * 100.0
 
 

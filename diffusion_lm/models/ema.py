@@ -10,9 +10,10 @@ import copy
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 
-def _forget_host_count(module: "EMA", incompatible_keys) -> None:  # noqa: ARG001 - load_state_dict post-hook
+def _forget_host_count(module: "EMA", incompatible_keys) -> None:  # noqa: ARG001 — load_state_dict post-hook
     module._updates_host = None
 
 
@@ -28,6 +29,7 @@ class EMA(nn.Module):
         self._updates_host: int | None = None  # host mirror of `updates`: reading a GPU buffer each step would sync
         self.register_load_state_dict_post_hook(_forget_host_count)
 
+    @override
     def train(self, mode: bool = True) -> "EMA":  # the copy always runs in eval mode
         return super().train(False)
 

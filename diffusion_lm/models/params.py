@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-# Timestep conditioning + self-attention: what the task-specific training paper adapts.
+# Timestep conditioning + self-attention: what "Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025) adapts.
 TIMESTEP_AND_ATTENTION = ("time_embed.*", "blocks.*.attn.*")
 
 

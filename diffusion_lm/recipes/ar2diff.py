@@ -2,7 +2,7 @@
 decoder into a diffusion model.
 
 Stage (2): ``init_from`` an AR checkpoint (the :class:`Autoregressive` recipe's ``.ckpt``, or a Hugging
-Face GPT-2 / Llama directory); the same weights now run with ``prefix`` (or ``bidirectional``) attention
+Face GPT-2 / Llama directory); the same weights then run with ``prefix`` (or ``bidirectional``) attention
 and a zero-initialised timestep embedding (so the first forward pass equals the AR model's), and are
 trained with a diffusion process on a corpus (:class:`~diffusion_lm.data.TextCorpus`, ``objective:
 prefix_lm``). Stage (3): ``init_from`` the stage-2 ``.ckpt`` and fine-tune on the task — the usual

@@ -4,7 +4,7 @@ Language-model pretraining on :class:`~diffusion_lm.data.TextCorpus` blocks and 
 one loss: position i predicts token i + 1 wherever token i + 1 is a target token (``target_mask``), so a
 seq2seq batch is trained on the target (and its EOS) only and an LM block on every token. Decoding uses
 the KV cache, greedy or beam search (:class:`~diffusion_lm.models.decoding.ARDecoder`), and is scored by
-the same metrics as the diffusion recipes. It is stage (1) of AR2Diff and the AR baseline.
+the same metrics as the diffusion recipes. It is stage (1) of AR2Diff (Han et al. 2024, §4) and the AR baseline.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
+from typing_extensions import override
 
 from ..callbacks import default_callbacks
 from ..data.base import TokenizedDataModule
@@ -100,19 +101,19 @@ class BaseRecipe(CountsFlops, L.LightningModule):
         self,
         denoiser: Optional[DenoiserConfig] = None,
         vocab_size: int = 0,
-        lr: float = 5e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 1000,
-        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
-        min_lr_ratio: float = 0.1,
-        fused_adamw: Optional[bool] = None,
+        lr: float = 5e-4,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        weight_decay: float = 0.01,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        betas: tuple[float, float] = (0.9, 0.98),  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        warmup_steps: int = 1000,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        min_lr_ratio: float = 0.1,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        fused_adamw: Optional[bool] = None,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
         ema_decay: float = 0.9999,
-        val_generate_batches: int = 4,
-        num_logged_samples: int = 8,
-        compile: bool = False,
-        eval_seed: int = 1234,
-        compile_mode: Optional[str] = None,
+        val_generate_batches: int = 4,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        num_logged_samples: int = 8,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        compile: bool = False,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        eval_seed: int = 1234,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
+        compile_mode: Optional[str] = None,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -152,6 +153,7 @@ class BaseRecipe(CountsFlops, L.LightningModule):
     def eval_model(self) -> Denoiser:
         return self.ema.model if self.ema is not None else self.denoiser
 
+    @override
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None
         if not isinstance(dm, TokenizedDataModule):
@@ -206,6 +208,7 @@ class BaseRecipe(CountsFlops, L.LightningModule):
         return batch
 
     # ------------------------------------------------------------------ training
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         batch = self.smoke_sized(batch)
         out = self.compute_loss(batch, self.denoiser)

@@ -6,6 +6,7 @@ import copy
 from typing import Any, Literal, Optional
 
 import torch
+from typing_extensions import override
 
 from ..data.layout import build_batch, source_rows, target_rows
 from ..diffusion.gaussian import GaussianDiffusion
@@ -60,7 +61,7 @@ class DiffusionRecipe(BaseRecipe):
         generator: Optional[Generator] = None,
         length_source: Literal["predicted", "oracle"] = "predicted",
         timestep_bins: Optional[int] = None,
-        timestep_log_every: int = 100,
+        timestep_log_every: int = 100,  # noqa: ARG002 — read back through self.hparams (save_hyperparameters)
         denoiser: Optional[DenoiserConfig] = None,
         vocab_size: int = 0,
         **kwargs: Any,
@@ -103,6 +104,7 @@ class DiffusionRecipe(BaseRecipe):
             self.timestep_stats.update(t, out.per_example)
         return out
 
+    @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         every = self.hparams.timestep_log_every
         if every > 0 and (self.global_step % every == 0) and self.timestep_stats.update_count:

@@ -1,4 +1,5 @@
-"""TaskAdapt: task-specific partial fine-tuning of a pretrained diffusion model (task-specific training paper).
+"""TaskAdapt: task-specific partial fine-tuning of a pretrained diffusion model, from
+"Cheaper and Better Diffusion Language Model via Task-Specific Training" (ACL 2025).
 
 The denoiser takes the architecture and the weights (EMA copy by default) of a diffusion_lm
 checkpoint, through the ``init_from`` path every recipe shares (:mod:`.pretrained`); ``denoiser`` may only
@@ -53,7 +54,7 @@ def stored_process(pre: Pretrained) -> DiffusionProcess:
     parser.add_argument("--process", type=DiffusionProcess)
     try:
         return parser.instantiate_classes(parser.parse_object({"process": spec})).process
-    except Exception as e:  # noqa: BLE001 - jsonargparse reports bad specs with several exception types
+    except Exception as e:  # noqa: BLE001 — jsonargparse reports bad specs with several exception types
         raise CheckpointError(f"{pre.source}: its process hyper-parameter cannot be built ({e})") from None
 
 

@@ -17,6 +17,7 @@ import traceback
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from ..recipe import build
 from ..scale import Scale
@@ -33,6 +34,7 @@ class LossRecorder(L.Callback):
     def __init__(self) -> None:
         self.losses: list[torch.Tensor] = []
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(outputs["loss"].detach().float())
 
@@ -46,10 +48,12 @@ class SyncGuard(L.Callback):
     def __init__(self, start: int) -> None:
         self.start = start
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.start:
             torch.cuda.set_sync_debug_mode("error")
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         torch.cuda.set_sync_debug_mode(0)
 

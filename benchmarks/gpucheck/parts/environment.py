@@ -12,7 +12,7 @@ from benchmarks.bench_train import datasheet_peak, measured_matmul_peak
 from ..scale import Scale
 
 
-def run(scale: Scale, opts) -> dict:
+def run(scale: Scale, opts) -> dict:  # noqa: ARG001 — every part's run() takes the same arguments
     device = torch.device(scale.device)
     cuda = device.type == "cuda"
     props = torch.cuda.get_device_properties(device) if cuda else None

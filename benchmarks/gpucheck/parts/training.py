@@ -10,7 +10,7 @@ from benchmarks import bench_train
 from ..scale import Scale
 
 
-def run(scale: Scale, opts) -> dict:
+def run(scale: Scale, opts) -> dict:  # noqa: ARG001 — every part's run() takes the same arguments
     with tempfile.TemporaryDirectory() as tmp:
         out = bench_train.main([*scale.bench_train_args, "--out", str(Path(tmp) / "bench.json")])
     row = out["results"][0]

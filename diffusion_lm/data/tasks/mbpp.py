@@ -40,7 +40,7 @@ class MBPP(Seq2SeqDataModule):
         **kwargs: See :class:`~diffusion_lm.data.Seq2SeqDataModule`.
     """
 
-    def __init__(self, variant: Literal["full", "sanitized"] = "full", pass_k: list[int] = [1],  # noqa: B006
+    def __init__(self, variant: Literal["full", "sanitized"] = "full", pass_k: list[int] = [1],  # noqa: B006 — a default jsonargparse shows; never mutated
                  samples_per_problem: int = 1, timeout_s: float = 10.0, memory_mb: int = 1024, exec_workers: int = 4,
                  strict_sandbox: bool = True, **kwargs: Any) -> None:
         kwargs["dataset"] = kwargs.get("dataset") or "mbpp"

@@ -31,8 +31,8 @@ def set_limits(cfg: dict) -> None:
 def confine(cfg: dict) -> list[str]:
     """Installs the kernel layers; returns the names of those that could not be installed."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import landlock  # noqa: E402 - siblings of this file
-    import seccomp  # noqa: E402
+    import landlock  # noqa: E402 — siblings of this file
+    import seccomp  # noqa: E402 — sibling of this file, like landlock
 
     missing = []
     try:

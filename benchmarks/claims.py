@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import DEMO, StepClock, build, generator_with_steps, settings  # noqa: E402
+from quality import DEMO, StepClock, build, generator_with_steps, settings
 
 AR_STAGE = ["experiments/multi30k/autoregressive_demo.yaml", "experiments/demo_pretrain.yaml"]
 AR_OVERLAY = ["experiments/multi30k/autoregressive_demo.yaml"]

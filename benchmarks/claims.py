@@ -332,6 +332,9 @@ def report_training(out: Path, claim: str) -> tuple[list[str], str, dict]:
     for name, ref in PAIRS.get(claim, []):
         if name in data and ref in data:
             verdicts.append(f"{name} vs {ref}: {verdict([r['bleu'] for r in data[ref]], [r['bleu'] for r in data[name]])}")
+    if not data and claim not in CPU_CLAIMS:
+        return lines, (f"not run on the CPU (its from-scratch continuous baseline stays below 2 BLEU at CPU budgets); "
+                       f"GPU: `python benchmarks/claims.py --gpu --claims {claim}`"), data
     return lines, "; ".join(verdicts) or "not run", data
 
 

@@ -22,10 +22,11 @@ itself (the literal reading; its change also shrinks with the step size 1/K).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 
+from .calibrated_epsilon import CalibratedEpsilon
 from .generate import DDIMSampler, StopRule
 
 
@@ -56,7 +57,7 @@ class ChangeBelowEpsilon(StopRule):
         return done
 
 
-class AdaptiveDDIMSampler(DDIMSampler):
+class AdaptiveDDIMSampler(CalibratedEpsilon, DDIMSampler):
     """Args:
         steps: K, the most denoiser evaluations a sequence gets.
         epsilon: Stop a sequence when Δ_k < ε; ``None`` = the calibrated ε from the checkpoint (else 0).
@@ -76,29 +77,10 @@ class AdaptiveDDIMSampler(DDIMSampler):
         clamp: bool = False,
     ) -> None:
         super().__init__(steps=steps, self_condition=self_condition, clamp=clamp)
-        if epsilon is not None and epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-        if min_steps < 1:
-            raise ValueError(f"min_steps must be >= 1, got {min_steps}")
         if criterion not in ("x0", "xt"):
             raise ValueError(f"criterion must be x0 or xt, got {criterion!r}")
-        self.epsilon = epsilon
-        self.min_steps = min_steps
+        self.init_epsilon(epsilon, min_steps)
         self.criterion = criterion
-        self.calibrated_epsilon: float | None = None
-
-    @property
-    def effective_epsilon(self) -> float:
-        if self.epsilon is not None:
-            return self.epsilon
-        return self.calibrated_epsilon or 0.0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.calibrated_epsilon is None else {"calibrated_epsilon": self.calibrated_epsilon}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "calibrated_epsilon" in state:
-            self.calibrated_epsilon = float(state["calibrated_epsilon"])
 
     @staticmethod
     def change(new: torch.Tensor, old: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.denoiser import Denoiser
+from .calibrated_epsilon import CalibratedEpsilon
 from .generate import GenerationResult
 from .mask_predict import MaskPredictSampler, sample_with_confidence
 from .mdlm import MaskedDiffusion
@@ -31,7 +32,7 @@ from .mdlm import MaskedDiffusion
 ROW_KEYS = ("input_ids", "target_mask", "valid", "prefix_len")  # what the denoiser pass reads of a batch
 
 
-class AdaptiveMaskPredictSampler(MaskPredictSampler):
+class AdaptiveMaskPredictSampler(CalibratedEpsilon, MaskPredictSampler):
     """Args (besides :class:`MaskPredictSampler`'s):
         epsilon: Stop a sequence when Δ_k < ε (share of its target tokens that changed); ``None`` = the
             calibrated ε from the checkpoint (else 0).
@@ -45,26 +46,7 @@ class AdaptiveMaskPredictSampler(MaskPredictSampler):
                  confidence_noise: float = 0.0) -> None:
         super().__init__(steps=steps, remask=remask, schedule=schedule, temperature=temperature, top_p=top_p,
                          confidence_noise=confidence_noise)
-        if epsilon is not None and epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-        if min_steps < 1:
-            raise ValueError(f"min_steps must be >= 1, got {min_steps}")
-        self.epsilon = epsilon
-        self.min_steps = min_steps
-        self.calibrated_epsilon: float | None = None
-
-    @property
-    def effective_epsilon(self) -> float:
-        if self.epsilon is not None:
-            return self.epsilon
-        return self.calibrated_epsilon or 0.0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.calibrated_epsilon is None else {"calibrated_epsilon": self.calibrated_epsilon}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "calibrated_epsilon" in state:
-            self.calibrated_epsilon = float(state["calibrated_epsilon"])
+        self.init_epsilon(epsilon, min_steps)
 
     @staticmethod
     def change(new: torch.Tensor, old: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:

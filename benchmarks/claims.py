@@ -81,7 +81,7 @@ CLAIMS: dict[str, dict[str, Arm]] = {
         "alpha_1": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=1.0"]),
         "alpha_2": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=2.0"]),
     },
-    "adaptive": {"calibrated": Arm(same_as="importance/uniform")},
+    "adaptive": {"calibrated": Arm()},  # reads the importance/uniform checkpoints (run_adaptive)
     "ar2diff": {
         "ar2diff": Arm(same_as="importance/uniform"),
         "ar_finetune": Arm(AR_OVERLAY),
@@ -283,7 +283,7 @@ def run_one(args, claim: str, name: str, seed: int) -> dict:
 # ----------------------------------------------------------------------------------------------- report
 def records(out: Path, claim: str, name: str) -> list[dict]:
     arm = CLAIMS[claim][name]
-    if arm.same_as and claim != "adaptive":
+    if arm.same_as:
         claim, name = arm.same_as.split("/")
     d = out / claim / name
     return [json.loads(p.read_text()) for p in sorted(d.glob("seed*.json"))]
@@ -529,7 +529,7 @@ def main() -> None:
     if not args.report:
         for claim in args.claims or (list(CLAIMS) if args.gpu else CPU_CLAIMS):
             for name, arm in CLAIMS[claim].items():
-                if (args.arms and name not in args.arms) or (arm.same_as and claim != "adaptive"):
+                if (args.arms and name not in args.arms) or arm.same_as:
                     continue
                 for seed in ([0] if claim == "decode_length" else args.seeds):
                     dest = out / claim / name / f"seed{seed}.json"

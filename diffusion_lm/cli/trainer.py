@@ -30,7 +30,7 @@ class DiffusionLMTrainer(L.Trainer):
         """Sweep the adaptive sampler's ε on the validation set and store the chosen ε in the checkpoint.
 
         Args:
-            model: The recipe (its generator: DDIMSampler or AdaptiveDDIMSampler, whose K is kept).
+            model: The recipe (its generator: DDIMSampler, MaskPredictSampler or their adaptive versions; K is kept).
             datamodule: Supplies the validation set (``--trainer.limit_val_batches`` uses a subset).
             ckpt_path: Checkpoint to evaluate; the chosen ε is written into it (unless ``store`` is false).
             epsilons: ε values to try besides 0 (the fixed-step reference).

@@ -1,4 +1,4 @@
-"""``make claims``: the three papers' claims measured on Multi30k en→de, 3 seeds per arm → ``docs/results.md``.
+"""``make claims``: the three papers' claims measured on Multi30k en→de and CommonGen, 3 seeds per arm → ``docs/results.md``.
 
 Every arm is ``experiments/demo.yaml`` (d128×3, 4k BPE, 2,048-token batches) with overlays, built by the
 project's CLI exactly as ``diffusion-lm fit --config …`` builds it; the arms of a claim differ only in what
@@ -18,12 +18,17 @@ Claims (``--claims``):
   the ``importance/uniform`` runs), AR fine-tuning, and masked diffusion from scratch.
 * ``decode_length`` — AR with KV cache vs diffusion at 10 steps, output length 64 … 1024, batch 1 and 16
   (``benchmarks/decode_speed.py``, random weights).
+* ``importance_commongen`` — the ``importance`` arms on CommonGen (``experiments/claims/commongen.yaml``, its
+  own AR checkpoint), judged by test CIDEr-D.
+* ``task_adapt`` — TaskAdapt (timestep embedding + self-attention + length head trained) for 900 steps from a
+  model pretrained on Tatoeba en→de by the demo's two stages, vs the task-specific model trained on Multi30k
+  alone at the full budget (1,800 AR + 1,800 masked steps), vs every parameter fine-tuned for 900 steps, vs no
+  fine-tuning.
 * ``fastdiss`` — FastDiSS vs plain self-conditioning, from scratch, K ∈ {1, 2, 5, 10, 20, 50}.
-* ``task_adapt`` — TaskAdapt (timestep + self-attention layers) from a Tatoeba-pretrained checkpoint at 1/4 of
-  the budget vs from scratch at the full budget.
 
-``fastdiss`` and ``task_adapt`` train continuous diffusion from scratch, whose baselines stay at the noise
-floor (≈ 1 BLEU) at CPU budgets (``docs/results/bench_quality_cpu.md``): they are meant for ``--gpu``.
+``fastdiss`` trains continuous diffusion from scratch, whose baseline stays at the noise floor (≈ 1 BLEU) at
+CPU budgets (``docs/results/bench_quality_cpu.md``): it is meant for ``--gpu``. Shared checkpoints (``STAGES``:
+the AR checkpoints, the Tatoeba model) are trained once, at seed 0, into ``<out>/<stage>/last.ckpt``.
 
 Each (claim, arm, seed) runs in its own process and is written to ``<out>/<claim>/<arm>/seed<k>.json`` when it
 ends; finished runs are skipped, so the set can be run across several sittings. ``--report`` (also run at
@@ -57,6 +62,10 @@ AR_STAGE = ["experiments/multi30k/autoregressive_demo.yaml", "experiments/demo_p
 AR_OVERLAY = ["experiments/multi30k/autoregressive_demo.yaml"]
 MASKED_SCRATCH = ["experiments/quality/masked.yaml"]
 IMPORTANCE = ["experiments/claims/importance.yaml"]
+COMMONGEN = ["experiments/claims/commongen.yaml"]
+TATOEBA = ["experiments/claims/tatoeba.yaml"]
+TASK_ADAPT = ["experiments/claims/task_adapt.yaml"]
+INIT_FROM, CHECKPOINT, TOKENIZER = "--model.init_args.init_from", "--model.init_args.checkpoint", "--data.init_args.tokenizer"
 SEEDS = (0, 1, 2)
 STEPS = 1800  # the demo's stages: the AR2Diff baseline reaches ≥ 15 BLEU (docs/quality.md)
 GPU_STEPS = 20000
@@ -66,33 +75,63 @@ FLOOR = 5.0  # BLEU below this is noise (no verdict is drawn from it)
 
 
 @dataclass
+class Stage:
+    """A checkpoint that several arms start from, trained once (seed 0) into ``<out>/<name>/last.ckpt``."""
+
+    overlays: list[str]
+    init: str | None = None  # the stage it continues from
+    init_keys: tuple[str, ...] = (INIT_FROM,)  # the CLI arguments that receive that stage's checkpoint
+
+
+STAGES = {
+    "ar": Stage(AR_STAGE),  # the demo's stage 1 on Multi30k
+    "ar_commongen": Stage(AR_STAGE + COMMONGEN),
+    "ar_tatoeba": Stage(AR_STAGE + TATOEBA),
+    "masked_tatoeba": Stage(TATOEBA, init="ar_tatoeba", init_keys=(INIT_FROM, TOKENIZER)),  # the demo's two stages on Tatoeba
+}
+
+
+@dataclass
 class Arm:
     overlays: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
-    from_ar: bool = True  # start from the shared AR checkpoint
+    init: str | None = "ar"  # the stage it starts from (None: random weights)
+    init_keys: tuple[str, ...] = (INIT_FROM,)
     same_as: str | None = None  # "claim/arm": the runs of another arm (no training of its own)
     ks: tuple[int, ...] = ()  # a K sweep at test time (none: the generator's own K)
+    step_share: float = 1.0  # training steps as a share of the claim's budget (0: test the starting weights)
+
+
+def importance_arms(data: list[str], init: str) -> dict[str, Arm]:
+    alpha = "--model.init_args.timestep_sampler.init_args.alpha="
+    return {"uniform": Arm(data, init=init),
+            **{f"alpha_{a:g}": Arm(data + IMPORTANCE, [f"{alpha}{a}"], init=init) for a in (0.5, 1.0, 2.0)}}
 
 
 CLAIMS: dict[str, dict[str, Arm]] = {
-    "importance": {
-        "uniform": Arm(),
-        "alpha_0.5": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=0.5"]),
-        "alpha_1": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=1.0"]),
-        "alpha_2": Arm(IMPORTANCE, ["--model.init_args.timestep_sampler.init_args.alpha=2.0"]),
-    },
+    "importance": importance_arms([], "ar"),
+    "importance_commongen": importance_arms(COMMONGEN, "ar_commongen"),
     "adaptive": {"calibrated": Arm()},  # reads the importance/uniform checkpoints (run_adaptive)
     "ar2diff": {
         "ar2diff": Arm(same_as="importance/uniform"),
         "ar_finetune": Arm(AR_OVERLAY),
-        "diffusion_scratch": Arm(MASKED_SCRATCH, from_ar=False),
+        "diffusion_scratch": Arm(MASKED_SCRATCH, init=None),
     },
-    "decode_length": {"cpu": Arm(from_ar=False)},
+    "task_adapt": {
+        "task_only": Arm(same_as="importance/uniform"),
+        "pretrained_zero_shot": Arm(init="masked_tatoeba", init_keys=(INIT_FROM, TOKENIZER), step_share=0),
+        "task_adapt": Arm(TASK_ADAPT, init="masked_tatoeba", init_keys=(CHECKPOINT, TOKENIZER), step_share=0.5),
+        "full_finetune": Arm(init="masked_tatoeba", init_keys=(INIT_FROM, TOKENIZER), step_share=0.5),
+    },
+    "decode_length": {"cpu": Arm(init=None)},
     "fastdiss": {
-        "self_conditioning": Arm(["experiments/quality/continuous.yaml"], from_ar=False, ks=(1, 2, 5, 10, 20, 50)),
-        "fastdiss": Arm(["experiments/quality/fastdiss.yaml"], from_ar=False, ks=(1, 2, 5, 10, 20, 50)),
+        "self_conditioning": Arm(["experiments/quality/continuous.yaml"], init=None, ks=(1, 2, 5, 10, 20, 50)),
+        "fastdiss": Arm(["experiments/quality/fastdiss.yaml"], init=None, ks=(1, 2, 5, 10, 20, 50)),
     },
 }
+METRIC = {"importance_commongen": "cider"}  # the test metric each claim is judged by (default: bleu)
+METRIC_NAME = {"bleu": "SacreBLEU", "cider": "CIDEr-D"}
+PARITY = {"task_adapt"}  # claims of "matches": a difference within 2 std confirms them
 # what each claim's arms are, in words (printed under its heading)
 SETUP = {
     "importance": "Four arms from the AR checkpoint, 1,800 masked-diffusion steps each: uniform t, and p(t) ∝ v(t)^α with "
@@ -101,6 +140,22 @@ SETUP = {
                   "importance weights (`experiments/claims/importance.yaml`). Equal steps, not equal wall clock: the "
                   "estimator's cost shows in the wall-time column. The plot's right panel is the test loss per bin of t "
                   "(first 4 test batches, fixed noise). Wall times include other jobs sharing the 2 cores; the step counts are equal.",
+    "importance_commongen": "The `importance` claim on CommonGen v1.0 (`experiments/claims/commongen.yaml`: concept set → "
+                            "sentence, 4k BPE trained on CommonGen): its own AR checkpoint (1,800 AR steps, seed 0), then the same four "
+                            "arms, 1,800 masked-diffusion steps each. Judged by test CIDEr-D (pycocoevalcap scale: ×100 is the "
+                            "usual table number) over all 1,497 test concept sets with all their references; the plot's right panel "
+                            "is the test loss per bin of t.",
+    "task_adapt": "Pretraining (once, seed 0): the demo's two stages on Tatoeba en→de (`experiments/claims/tatoeba.yaml`: "
+                  "1,800 AR steps, then 1,800 masked-diffusion steps from those weights, 4k BPE trained on Tatoeba). Arms on "
+                  "Multi30k en→de, every one decoded by Mask-Predict K = 20: `task_only` = the task-specific model trained "
+                  "on Multi30k alone at the full budget (1,800 AR + 1,800 masked-diffusion steps = 3,600 steps from random "
+                  "weights; the `importance/uniform` runs — on a CPU a masked model from random weights stays at 2.4 BLEU, "
+                  "`ar2diff/diffusion_scratch`); `pretrained_zero_shot` = the Tatoeba model, no Multi30k step; "
+                  "`task_adapt` = TaskAdapt (`experiments/claims/task_adapt.yaml`: only the timestep embedding, self-attention "
+                  "and length head are trained, uniform t) for 900 steps = 1/4 of the task-specific budget; `full_finetune` = "
+                  "every parameter, same 900 steps. The Tatoeba arms read the Tatoeba tokenizer from the checkpoint. A "
+                  "difference within 2 std confirms this claim (it is a claim of parity). The paper-scale ablation "
+                  "(continuous diffusion, d512×6, 40k steps) is `SCALE=gpu make ablation-task-specific`.",
     "adaptive": "The `importance/uniform` checkpoints. `diffusion-lm calibrate` logic on the full validation set: "
                 "Mask-Predict with early stopping (`AdaptiveMaskPredictSampler`: a sentence stops once the share of its "
                 "target tokens that changed between two iterations is below ε, after ≥ 2 iterations), ε swept over "
@@ -119,33 +174,31 @@ SETUP = {
 }
 # comparisons besides "every arm vs the baseline": (arm, reference arm)
 PAIRS = {"ar2diff": [("ar2diff", "ar_finetune")]}
-# claims whose arms are another script's rows: (command, why it is not run on a CPU)
-ELSEWHERE = {
-    "task_adapt": ("for s in 0 1 2; do SCALE=gpu EXTRA=\"--seed_everything=$s\" make ablation-task-specific; done",
-                   "its baseline, continuous diffusion from scratch at the full budget, stays below 2 BLEU on a CPU "
-                   "(docs/results/bench_quality_cpu.md); at SCALE=gpu (d512×6, 40k steps) it is the paper's setting"),
-}
-CPU_CLAIMS = ("importance", "adaptive", "ar2diff", "decode_length")
+CPU_CLAIMS = ("importance", "importance_commongen", "adaptive", "ar2diff", "task_adapt", "decode_length")
 # the question each claim answers, and its arms compared (baseline first)
 QUESTIONS = {
     "importance": ("p(t) ∝ v(t)^α beats uniform t at equal steps", "uniform"),
+    "importance_commongen": ("p(t) ∝ v(t)^α beats uniform t at equal steps, CommonGen (CIDEr-D)", "uniform"),
     "adaptive": ("calibrated early stopping saves 40–60% of the steps at ≤ 0.1 BLEU loss", None),
     "ar2diff": ("AR-initialised diffusion beats diffusion from scratch at equal fine-tuning steps", "diffusion_scratch"),
     "decode_length": ("diffusion at 10 steps decodes long outputs faster than AR with a KV cache", None),
     "fastdiss": ("FastDiSS at K = 5 matches many-step quality and beats plain self-conditioning", "self_conditioning"),
-    "task_adapt": ("TaskAdapt at 1/4 budget matches training from scratch at the full budget", "scratch_full"),
+    "task_adapt": ("TaskAdapt at 1/4 budget matches task-specific training at the full budget", "task_only"),
 }
 
 
 # ----------------------------------------------------------------------------------------------- one run
-def ar_checkpoint(out: Path) -> Path:
-    return out / "ar" / "last.ckpt"
+def stage_checkpoint(out: Path, name: str) -> Path:
+    return out / name / "last.ckpt"
 
 
-def common(args, seed: int, root: Path) -> list[str]:
-    steps = args.steps or (GPU_STEPS if args.gpu else STEPS)
-    return settings(args.gpu) + [f"--seed_everything={seed}", f"--trainer.max_steps={steps}", "--trainer.max_time=null",
-                                 f"--trainer.default_root_dir={root}"]
+def budget(args) -> int:
+    return args.steps or (GPU_STEPS if args.gpu else STEPS)
+
+
+def common(args, seed: int, root: Path, steps: int | None = None) -> list[str]:
+    return settings(args.gpu) + [f"--seed_everything={seed}", f"--trainer.max_steps={budget(args) if steps is None else steps}",
+                                 "--trainer.max_time=null", f"--trainer.default_root_dir={root}"]
 
 
 def train(configs: list[str], overrides: list[str], ckpt_dir: Path, tensorboard: Path | None = None):
@@ -161,20 +214,23 @@ def train(configs: list[str], overrides: list[str], ckpt_dir: Path, tensorboard:
     return cli, {"steps": cli.trainer.global_step, "tokens_seen": clock.tokens, "train_s": time.perf_counter() - t0}
 
 
-def ensure_ar(args, out: Path) -> Path:
-    """The shared AR checkpoint (the demo's stage 1 at seed 0), trained once."""
-    path = ar_checkpoint(out)
+def ensure_stage(args, out: Path, name: str) -> Path:
+    """The checkpoint of stage ``name`` (and of the stages it continues from), trained once at seed 0."""
+    stage, path = STAGES[name], stage_checkpoint(out, name)
     if not path.is_file():
-        print(f"[claims] training the shared AR checkpoint → {path}", flush=True)
-        train(AR_STAGE, common(args, 0, out / "ar"), path.parent)
+        init = [f"{k}={ensure_stage(args, out, stage.init)}" for k in stage.init_keys] if stage.init else []
+        print(f"[claims] training the shared checkpoint {name} → {path}", flush=True)
+        train(stage.overlays, common(args, 0, out / name) + init, path.parent)
     return path
 
 
 def test_scores(cli, model=None) -> dict:
+    """Every ``test/*`` metric of the data module (``bleu``, ``cider``, …), ``decode_steps``, ``test_loss``, ``test_s``."""
     t0 = time.perf_counter()
     s = cli.trainer.test(model or cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    return {"bleu": float(s["test/bleu"]), "decode_steps": float(s["test/decode_steps"]), "test_loss": float(s["test/loss"]),
-            "test_s": time.perf_counter() - t0}
+    scores = {k.removeprefix("test/"): float(v) for k, v in s.items() if k.startswith("test/")}
+    scores["test_loss"] = scores.pop("loss")
+    return {**scores, "test_s": time.perf_counter() - t0}
 
 
 def per_bin_test_loss(model, datamodule, bins: int = 10, batches: int = 4) -> list[float]:
@@ -204,12 +260,18 @@ def per_bin_test_loss(model, datamodule, bins: int = 10, batches: int = 4) -> li
 def run_training_arm(args, claim: str, name: str, seed: int, out: Path) -> dict:
     arm = CLAIMS[claim][name]
     root = out / claim / name / f"seed{seed}"
-    overrides = common(args, seed, root) + arm.overrides
-    if arm.from_ar:
-        overrides.append(f"--model.init_args.init_from={ensure_ar(args, out)}")
-    cli, rec = train(arm.overlays, overrides, root / "checkpoints", tensorboard=out / "tb" / f"{claim}_{name}_seed{seed}")
-    rec.update(claim=claim, arm=name, seed=seed, overlays=[DEMO, *arm.overlays], overrides=arm.overrides,
-               from_ar=arm.from_ar, command=command_line(arm, seed))
+    steps = round(arm.step_share * budget(args))
+    overrides = common(args, seed, root, steps) + arm.overrides
+    if arm.init:
+        overrides += [f"{k}={ensure_stage(args, out, arm.init)}" for k in arm.init_keys]
+    if steps:
+        cli, rec = train(arm.overlays, overrides, root / "checkpoints", tensorboard=out / "tb" / f"{claim}_{name}_seed{seed}")
+    else:  # the starting weights as they are
+        cli, rec = build(arm.overlays, overrides + ["--trainer.logger=false"]), {"steps": 0, "tokens_seen": 0, "train_s": 0.0}
+    denoiser = cli.model.denoiser
+    rec.update(claim=claim, arm=name, seed=seed, overlays=[DEMO, *arm.overlays], overrides=arm.overrides, init=arm.init,
+               command=command_line(arm, seed, steps), trained_params=denoiser.num_parameters(trainable_only=True),
+               params=denoiser.num_parameters())
     gen_cfg = cli.config.get("model.init_args.generator")
     if arm.ks:
         rec["by_k"] = []
@@ -219,7 +281,7 @@ def run_training_arm(args, claim: str, name: str, seed: int, out: Path) -> dict:
         rec.update(max(rec["by_k"], key=lambda e: e["bleu"]))
     else:
         rec.update(test_scores(cli))
-    if claim == "importance":
+    if claim.startswith("importance"):
         rec["bin_loss"] = per_bin_test_loss(cli.model, cli.datamodule)
     return rec
 
@@ -234,7 +296,7 @@ def run_adaptive(args, seed: int, out: Path) -> dict:
         raise SystemExit(f"[claims] adaptive needs {src}: run --claims importance --arms uniform --seeds {seed} first")
     root = out / "adaptive" / "calibrated" / f"seed{seed}"
     overrides = common(args, seed, root) + ["--trainer.limit_val_batches=1.0", "--trainer.logger=false",
-                                            f"--model.init_args.init_from={ensure_ar(args, out)}"]
+                                            f"{INIT_FROM}={ensure_stage(args, out, 'ar')}"]
     cli = build([], overrides)
     cal = calibrate(cli.trainer, cli.model, cli.datamodule, ckpt_path=str(src), epsilons=EPSILONS, output_dir=str(root),
                     store=False)
@@ -265,10 +327,11 @@ def run_decode_length(args, out: Path) -> dict:
             "command": shlex.join(["python", *[str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]])}
 
 
-def command_line(arm: Arm, seed: int) -> str:
+def command_line(arm: Arm, seed: int, steps: int) -> str:
     cfg = " ".join(f"--config {c}" for c in [DEMO, *arm.overlays])
-    init = " --model.init_args.init_from=runs/claims/ar/last.ckpt" if arm.from_ar else ""
-    return f"diffusion-lm fit {cfg}{init} --seed_everything={seed} --trainer.max_steps={STEPS} " + " ".join(arm.overrides)
+    init = "".join(f" {k}={stage_checkpoint(Path('runs/claims'), arm.init)}" for k in arm.init_keys) if arm.init else ""
+    run = f"fit {cfg}{init} --seed_everything={seed} --trainer.max_steps={steps}" if steps else f"test {cfg}{init}"
+    return f"diffusion-lm {run} " + " ".join(arm.overrides)
 
 
 def run_one(args, claim: str, name: str, seed: int) -> dict:
@@ -298,40 +361,57 @@ def fmt(xs: list[float], digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f} (1 seed)"
 
 
-def verdict(base: list[float], other: list[float], higher_is_better: bool = True) -> str:
-    """confirmed / not confirmed / inconclusive (difference within 2 std, fewer than 3 seeds, or below the floor)."""
+def verdict(base: list[float], other: list[float], higher_is_better: bool = True, floor: float | None = FLOOR,
+            parity: bool = False, digits: int = 2) -> str:
+    """confirmed / not confirmed / inconclusive (difference within 2 std, fewer than 3 seeds, or below the BLEU
+    ``floor``). For a claim of parity (``parity``) a difference within 2 std, or in the claimed arm's favour, confirms it."""
     if len(base) < 3 or len(other) < 3:
         return "inconclusive (fewer than 3 seeds)"
-    if max(statistics.fmean(base), statistics.fmean(other)) < FLOOR:
-        return f"inconclusive (both below {FLOOR:g} BLEU: noise)"
+    if floor is not None and max(statistics.fmean(base), statistics.fmean(other)) < floor:
+        return f"inconclusive (both below {floor:g} BLEU: noise)"
     diff = statistics.fmean(other) - statistics.fmean(base)
     spread = 2 * max(statistics.stdev(base), statistics.stdev(other))
     if abs(diff) <= spread:
-        return f"inconclusive (difference {diff:+.2f} within 2 std = {spread:.2f})"
+        word = "confirmed, within noise" if parity else "inconclusive"
+        return f"{word} (difference {diff:+.{digits}f} within 2 std = {spread:.{digits}f})"
     better = diff > 0 if higher_is_better else diff < 0
-    return f"{'confirmed' if better else 'not confirmed'} ({diff:+.2f}, 2 std = {spread:.2f})"
+    return f"{'confirmed' if better else 'not confirmed'} ({diff:+.{digits}f}, 2 std = {spread:.{digits}f})"
+
+
+def trained_share(rec: dict) -> str:
+    if "trained_params" not in rec:
+        return "—"
+    return f"{rec['trained_params'] / 1e6:.2f} M / {rec['params'] / 1e6:.2f} M ({100 * rec['trained_params'] / rec['params']:.0f}%)"
 
 
 def report_training(out: Path, claim: str) -> tuple[list[str], str, dict]:
-    base_name = QUESTIONS[claim][1]
-    lines = ["| arm | seeds | steps | train wall (s) | test BLEU | mean decode steps |", "|---|---:|---:|---:|---:|---:|"]
+    base_name, metric = QUESTIONS[claim][1], METRIC.get(claim, "bleu")
+    name_m, digits = METRIC_NAME[metric], 3 if metric == "cider" else 2
+    floor = FLOOR if metric == "bleu" else None
+    other = "bleu" if metric != "bleu" else None  # a second metric shown alongside
+    lines = [f"| arm | seeds | steps | trained parameters | train wall (s) | test {name_m} |" + (" test SacreBLEU |" if other else "")
+             + " mean decode steps |", "|---|---:|---:|---:|---:|---:|" + ("---:|" if other else "") + "---:|"]
     data, verdicts = {}, []
     for name in CLAIMS[claim]:
         recs = records(out, claim, name)
         if not recs:
-            lines.append(f"| {name} | 0 | — | — | not run | — |")
+            lines.append(f"| {name} | 0 | — | — | — | not run |" + (" — |" if other else "") + " — |")
             continue
         data[name] = recs
-        lines.append(f"| {name} | {len(recs)} | {recs[0]['steps']} | {fmt([r['train_s'] for r in recs], 0)} | "
-                     f"{fmt([r['bleu'] for r in recs])} | {fmt([r['decode_steps'] for r in recs], 1)} |")
+        lines.append(f"| {name} | {len(recs)} | {recs[0]['steps']} | {trained_share(recs[0])} | {fmt([r['train_s'] for r in recs], 0)} | "
+                     f"{fmt([r[metric] for r in recs], digits)} |" + (f" {fmt([r[other] for r in recs])} |" if other else "")
+                     + f" {fmt([r['decode_steps'] for r in recs], 1)} |")
+
+    def judge(ref: list[dict], arm: list[dict]) -> str:
+        return verdict([r[metric] for r in ref], [r[metric] for r in arm], floor=floor, parity=claim in PARITY, digits=digits)
+
     if base_name in data:
-        base = [r["bleu"] for r in data[base_name]]
         for name, recs in data.items():
             if name != base_name:
-                verdicts.append(f"{name} vs {base_name}: {verdict(base, [r['bleu'] for r in recs])}")
+                verdicts.append(f"{name} vs {base_name}: {judge(data[base_name], recs)}")
     for name, ref in PAIRS.get(claim, []):
         if name in data and ref in data:
-            verdicts.append(f"{name} vs {ref}: {verdict([r['bleu'] for r in data[ref]], [r['bleu'] for r in data[name]])}")
+            verdicts.append(f"{name} vs {ref}: {judge(data[ref], data[name])}")
     if not data and claim not in CPU_CLAIMS:
         return lines, (f"not run on the CPU (its from-scratch continuous baseline stays below 2 BLEU at CPU budgets); "
                        f"GPU: `python benchmarks/claims.py --gpu --claims {claim}`"), data
@@ -413,17 +493,18 @@ def plot(claim: str, data: dict, dest: Path) -> None:
             ax.set(xscale="log", yscale="log", xlabel="output length (tokens)", ylabel="seconds per batch", title=f"batch {b}")
             ax.legend(fontsize=8)
     else:
-        names = list(data)
-        bleu = [[r["bleu"] for r in data[n]] for n in names]
+        names, metric = list(data), METRIC.get(claim, "bleu")
+        bleu = [[r[metric] for r in data[n]] for n in names]
         axes[0].bar(names, [statistics.fmean(b) for b in bleu], yerr=[statistics.stdev(b) if len(b) > 1 else 0 for b in bleu],
                     capsize=4, color="#3a7")
         for i, b in enumerate(bleu):
             axes[0].plot([i] * len(b), b, "k.", ms=5)
-        axes[0].axhline(FLOOR, color="red", ls=":", lw=1, label=f"noise floor ({FLOOR:g})")
-        axes[0].set(ylabel="test SacreBLEU (mean ± std, dots: seeds)", title=claim)
-        axes[0].legend(fontsize=8)
+        if metric == "bleu":
+            axes[0].axhline(FLOOR, color="red", ls=":", lw=1, label=f"noise floor ({FLOOR:g})")
+            axes[0].legend(fontsize=8)
+        axes[0].set(ylabel=f"test {METRIC_NAME[metric]} (mean ± std, dots: seeds)", title=claim)
         plt.setp(axes[0].get_xticklabels(), rotation=20, ha="right", fontsize=8)
-        if claim == "importance":
+        if claim.startswith("importance"):
             for n in names:
                 losses = [r["bin_loss"] for r in data[n] if "bin_loss" in r]
                 if losses:
@@ -487,10 +568,6 @@ def report(out: Path, docs: Path) -> dict[str, str]:
             *([f"![{claim}](results/claims/{claim}.png)", ""] if data else []),
             f"Command: `python benchmarks/claims.py --claims {claim}`; measured wall time {wall / 60:.0f} min. Runs:", "",
             *[f"    {c}" for c in cmds], ""]))
-    for claim, (cmd, why) in ELSEWHERE.items():
-        verdicts[claim] = "not run on the CPU"
-        sections.append(f"### `{claim}` — {QUESTIONS[claim][0]}\n\n**Verdict: not run on the CPU** — {why}.\n\n"
-                        f"Command (GPU):\n\n    {cmd}\n")
     summary = ["| claim | verdict |", "|---|---|"] + [f"| `{c}` — {QUESTIONS[c][0]} | {v} |" for c, v in verdicts.items()]
     page = docs / "results.md"
     if not page.is_file():

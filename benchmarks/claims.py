@@ -16,6 +16,8 @@ Claims (``--claims``):
   (``calibrate``, tolerance 0.1 BLEU), then test BLEU and mean steps at that ε vs fixed K.
 * ``ar2diff`` — equal fine-tuning budget (1,800 steps) from the AR checkpoint: masked diffusion (AR2Diff;
   the ``importance/uniform`` runs), AR fine-tuning, and masked diffusion from scratch.
+* ``ar2diff_english`` — AR2Diff's setting: AR pretraining on English text → masked-diffusion continued
+  pretraining → fine-tuning on Multi30k de→en, vs AR fine-tuning and vs masked diffusion from scratch.
 * ``decode_length`` — AR with KV cache vs diffusion at 10 steps, output length 64 … 1024, batch 1 and 16
   (``benchmarks/decode_speed.py``, random weights).
 * ``importance_commongen`` — the ``importance`` arms on CommonGen (``experiments/claims/commongen.yaml``, its
@@ -65,6 +67,8 @@ IMPORTANCE = ["experiments/claims/importance.yaml"]
 COMMONGEN = ["experiments/claims/commongen.yaml"]
 TATOEBA = ["experiments/claims/tatoeba.yaml"]
 TASK_ADAPT = ["experiments/claims/task_adapt.yaml"]
+ENGLISH = ["experiments/claims/english_lm.yaml"]
+DE_EN = ["experiments/claims/multi30k_de_en.yaml"]
 INIT_FROM, CHECKPOINT, TOKENIZER = "--model.init_args.init_from", "--model.init_args.checkpoint", "--data.init_args.tokenizer"
 SEEDS = (0, 1, 2)
 STEPS = 1800  # the demo's stages: the AR2Diff baseline reaches ≥ 15 BLEU (docs/quality.md)
@@ -79,6 +83,7 @@ class Stage:
     """A checkpoint that several arms start from, trained once (seed 0) into ``<out>/<name>/last.ckpt``."""
 
     overlays: list[str]
+    overrides: list[str] = field(default_factory=list)
     init: str | None = None  # the stage it continues from
     init_keys: tuple[str, ...] = (INIT_FROM,)  # the CLI arguments that receive that stage's checkpoint
 
@@ -88,6 +93,9 @@ STAGES = {
     "ar_commongen": Stage(AR_STAGE + COMMONGEN),
     "ar_tatoeba": Stage(AR_STAGE + TATOEBA),
     "masked_tatoeba": Stage(TATOEBA, init="ar_tatoeba", init_keys=(INIT_FROM, TOKENIZER)),  # the demo's two stages on Tatoeba
+    "ar_english": Stage(AR_STAGE + ENGLISH),  # AR2Diff (1): AR language modelling on English text
+    "masked_english": Stage(ENGLISH, ["--data.init_args.objective=prefix_lm", "--data.init_args.min_prefix=16",
+                                      "--data.init_args.min_target=16"], init="ar_english", init_keys=(INIT_FROM, TOKENIZER)),  # (2)
 }
 
 
@@ -116,6 +124,12 @@ CLAIMS: dict[str, dict[str, Arm]] = {
         "ar2diff": Arm(same_as="importance/uniform"),
         "ar_finetune": Arm(AR_OVERLAY),
         "diffusion_scratch": Arm(MASKED_SCRATCH, init=None),
+    },
+    "ar2diff_english": {  # AR2Diff (3): fine-tuning on Multi30k de→en, every arm with the English tokenizer
+        "ar2diff": Arm(DE_EN, init="masked_english", init_keys=(INIT_FROM, TOKENIZER)),
+        "ar_finetune": Arm(AR_OVERLAY + DE_EN, init="ar_english", init_keys=(INIT_FROM, TOKENIZER)),
+        "diffusion_scratch": Arm(MASKED_SCRATCH + DE_EN, ["--model.init_args.generator.init_args.steps=20"], init="ar_english",
+                                 init_keys=(TOKENIZER,)),  # random weights; only the tokenizer is the stage's
     },
     "task_adapt": {
         "task_only": Arm(same_as="importance/uniform"),
@@ -168,19 +182,27 @@ SETUP = {
                "The paper's setting (AR pretraining on a "
                "general English corpus, diffusion continued pretraining, de→en) is `experiments/ar2diff/compare_multi30k.sh`; "
                "here the pretraining stage is the task's own data.",
+    "ar2diff_english": "AR2Diff's own setting at CPU scale. Pretraining (once, seed 0) on general English text "
+                       "(`experiments/claims/english_lm.yaml`: Brown + the local Wikipedia sample, 96-token blocks, 8k BPE): "
+                       "(1) 1,800 AR language-modelling steps, (2) 1,800 steps of masked-diffusion continued pretraining from "
+                       "those weights (prefix attention, prefix-LM split of each block). (3) Fine-tuning on Multi30k de→en "
+                       "(`experiments/claims/multi30k_de_en.yaml`), 1,800 steps per arm: `ar2diff` = masked diffusion from (2), "
+                       "`ar_finetune` = the AR recipe from (1), `diffusion_scratch` = masked diffusion from random weights; all "
+                       "three use the English tokenizer and decode with K = 20 (diffusion) or greedy (AR).",
     "decode_length": "Random weights (speed does not depend on them), d256×4, vocab 8k, prompt 32 tokens: AR greedy with the "
                      "KV cache (EOS forbidden, so every row makes N tokens) vs 10 full denoiser passes over prompt + N.",
     "fastdiss": "From scratch (continuous diffusion, softmax x̂₀, self-conditioning), K sweep at test time; for `--gpu`.",
 }
 # comparisons besides "every arm vs the baseline": (arm, reference arm)
-PAIRS = {"ar2diff": [("ar2diff", "ar_finetune")]}
-CPU_CLAIMS = ("importance", "importance_commongen", "adaptive", "ar2diff", "task_adapt", "decode_length")
+PAIRS = {"ar2diff": [("ar2diff", "ar_finetune")], "ar2diff_english": [("ar2diff", "ar_finetune")]}
+CPU_CLAIMS = ("importance", "importance_commongen", "adaptive", "ar2diff", "ar2diff_english", "task_adapt", "decode_length")
 # the question each claim answers, and its arms compared (baseline first)
 QUESTIONS = {
     "importance": ("p(t) ∝ v(t)^α beats uniform t at equal steps", "uniform"),
     "importance_commongen": ("p(t) ∝ v(t)^α beats uniform t at equal steps, CommonGen (CIDEr-D)", "uniform"),
     "adaptive": ("calibrated early stopping saves 40–60% of the steps at ≤ 0.1 BLEU loss", None),
     "ar2diff": ("AR-initialised diffusion beats diffusion from scratch at equal fine-tuning steps", "diffusion_scratch"),
+    "ar2diff_english": ("the same, pretrained on English text (AR → diffusion), fine-tuned on Multi30k de→en", "diffusion_scratch"),
     "decode_length": ("diffusion at 10 steps decodes long outputs faster than AR with a KV cache", None),
     "fastdiss": ("FastDiSS at K = 5 matches many-step quality and beats plain self-conditioning", "self_conditioning"),
     "task_adapt": ("TaskAdapt at 1/4 budget matches task-specific training at the full budget", "task_only"),
@@ -220,7 +242,7 @@ def ensure_stage(args, out: Path, name: str) -> Path:
     if not path.is_file():
         init = [f"{k}={ensure_stage(args, out, stage.init)}" for k in stage.init_keys] if stage.init else []
         print(f"[claims] training the shared checkpoint {name} → {path}", flush=True)
-        train(stage.overlays, common(args, 0, out / name) + init, path.parent)
+        train(stage.overlays, common(args, 0, out / name) + stage.overrides + init, path.parent)
     return path
 
 

@@ -18,6 +18,13 @@ def test_verdicts_need_three_seeds_the_floor_and_two_std():
     assert claims.verdict([15.0, 15.1, 15.2], [14.0, 14.1, 14.2]).startswith("not confirmed (-1.00")
 
 
+def test_parity_claims_are_confirmed_within_noise_and_cider_has_no_bleu_floor():
+    assert claims.verdict([15.0, 15.5, 16.0], [15.4, 15.9, 16.4], parity=True).startswith("confirmed, within noise (difference +0.40")
+    assert claims.verdict([15.0, 15.1, 15.2], [14.0, 14.1, 14.2], parity=True).startswith("not confirmed (-1.00")
+    cider = claims.verdict([0.30, 0.31, 0.32], [0.40, 0.41, 0.42], floor=None, digits=3)
+    assert cider.startswith("confirmed (+0.100"), cider
+
+
 def write(path: Path, rec: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec))
@@ -40,13 +47,22 @@ def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
     docs.mkdir()
     (docs / "results.md").write_text("# Results\n\nhand-written intro\n\n" + claims.BEGIN + "\nold\n" + claims.END + "\n\n## Other\nkept\n")
     (tmp_path / "README.md").write_text("x\n" + claims.VERDICTS_BEGIN + "\nold\n" + claims.VERDICTS_END + "\ny\n")
+    for s, (u, t) in enumerate([(0.50, 0.40), (0.51, 0.41), (0.52, 0.42)]):
+        write(out / "importance_commongen" / "uniform" / f"seed{s}.json", run("uniform", s, 4.0, cider=u))
+        write(out / "importance_commongen" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, 4.0, cider=t))
+        write(out / "task_adapt" / "task_adapt" / f"seed{s}.json",
+              run("task_adapt", s, 15.1 + 0.1 * s, trained_params=250_000, params=1_000_000, steps=900))
     verdicts = claims.report(out, docs)
+    assert verdicts["importance_commongen"].startswith("alpha_1 vs uniform: not confirmed (-0.100"), verdicts
+    # task_only is the importance/uniform runs (15.0–15.2): within 2 std of TaskAdapt's, a claim of parity
+    assert verdicts["task_adapt"].startswith("task_adapt vs task_only: confirmed, within noise"), verdicts
     assert verdicts["importance"].startswith("alpha_1 vs uniform: confirmed (+1.00")
     assert verdicts["adaptive"].startswith("confirmed: 55% fewer steps")
     assert verdicts["ar2diff"].startswith("ar2diff vs diffusion_scratch") is False  # its other arms never ran
     page = (docs / "results.md").read_text()
     assert "hand-written intro" in page and "## Other\nkept" in page and "\nold\n" not in page
     assert "| alpha_1 | 3 | 1800 |" in page and "not run on the CPU" in page
+    assert "| task_adapt | 3 | 900 | 0.25 M / 1.00 M (25%) |" in page and "test CIDEr-D" in page
     for claim in ("importance", "adaptive", "ar2diff"):
         assert (docs / "results" / "claims" / f"{claim}.png").stat().st_size > 1000
     readme = (tmp_path / "README.md").read_text()
@@ -55,7 +71,7 @@ def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
     assert json.loads((docs / "results" / "claims" / "importance.json").read_text())["alpha_1"][0]["bleu"] == 16.0
 
 
-@pytest.mark.parametrize("claim", ["importance", "ar2diff", "fastdiss"])
+@pytest.mark.parametrize("claim", ["importance", "importance_commongen", "ar2diff", "ar2diff_english", "task_adapt", "fastdiss"])
 def test_every_training_arm_parses_through_the_cli(claim, capsys, monkeypatch):
     import yaml
 
@@ -65,7 +81,8 @@ def test_every_training_arm_parses_through_the_cli(claim, capsys, monkeypatch):
     for name, arm in claims.CLAIMS[claim].items():
         if arm.same_as:
             continue
-        args = [a for c in [claims.DEMO, *arm.overlays] for a in ("--config", c)] + claims.settings(False) + arm.overrides
+        init = [f"{k}=runs/claims/{arm.init}/last.ckpt" for k in arm.init_keys] if arm.init else []
+        args = [a for c in [claims.DEMO, *arm.overlays] for a in ("--config", c)] + claims.settings(False) + arm.overrides + init
         with pytest.raises(SystemExit) as e:
             main(["fit", *args, "--print_config"])
         assert e.value.code == 0, name
@@ -76,3 +93,17 @@ def test_every_training_arm_parses_through_the_cli(claim, capsys, monkeypatch):
             assert sampler["init_args"]["alpha"] == float(name.split("_")[1])
         else:
             assert not str(sampler.get("class_path", "")).endswith("ImportanceSampler"), name
+
+
+@pytest.mark.parametrize("stage", list(claims.STAGES))
+def test_every_shared_stage_parses_through_the_cli(stage, capsys, monkeypatch):
+    from diffusion_lm.cli import main
+
+    monkeypatch.chdir(claims.ROOT)
+    st = claims.STAGES[stage]
+    init = [f"{k}=runs/claims/{st.init}/last.ckpt" for k in st.init_keys] if st.init else []
+    args = [a for c in [claims.DEMO, *st.overlays] for a in ("--config", c)] + claims.settings(False) + st.overrides + init
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *args, "--print_config"])
+    assert e.value.code == 0, stage
+    capsys.readouterr()

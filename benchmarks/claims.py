@@ -346,7 +346,7 @@ def run_decode_length(args, out: Path) -> dict:
     with open(dest / f"decode_speed_{device}.csv") as f:
         rows = list(csv.DictReader(f))
     return {"claim": "decode_length", "arm": device, "seed": 0, "rows": rows, "wall_s": time.perf_counter() - t0,
-            "command": shlex.join(["python", *[str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]])}
+            "command": shlex.join(["python", "benchmarks/decode_speed.py", *cmd[2:-1], "runs/claims/decode_length"])}  # the default --out
 
 
 def command_line(arm: Arm, seed: int, steps: int) -> str:

@@ -11,7 +11,7 @@ from diffusion_lm.data.tokenization import checkpoint_tokenizer
 from diffusion_lm.diffusion import CosineSchedule, DDIMSampler, GaussianDiffusion, ImportanceSampler, LossVariance
 from diffusion_lm.errors import CheckpointError, ConfigError
 from diffusion_lm.models import DenoiserConfig
-from diffusion_lm.recipes import TaskAdapt
+from diffusion_lm.recipes import AR2Diff, TaskAdapt
 
 from .conftest import cpu_trainer, tiny_recipe, toy_datamodule, write_jsonl
 
@@ -133,6 +133,13 @@ def test_other_tokenizer_of_the_same_size_is_a_clear_error(pretrained, tmp_path)
     model = adapt(path, dm.vocab_size)
     with pytest.raises(CheckpointError, match="not the one stored in"):
         cpu_trainer(tmp_path, fast_dev_run=1).fit(model, dm)
+    # the same check guards every recipe's init_from (here AR2Diff from the same diffusion checkpoint)
+    ar2diff = AR2Diff(init_from=str(path), vocab_size=dm.vocab_size, generator=DDIMSampler(steps=2), ema_decay=0.0)
+    with pytest.raises(CheckpointError, match=rf"not the one stored in {path} .*data.init_args.tokenizer: {path}"):
+        cpu_trainer(tmp_path, fast_dev_run=1).fit(ar2diff, dm)
+    ours = toy_datamodule(tmp_path, dataset="other", tokenizer=str(path))  # the fix the message names
+    cpu_trainer(tmp_path, fast_dev_run=1).fit(AR2Diff(init_from=str(path), vocab_size=ours.vocab_size,
+                                                      generator=DDIMSampler(steps=2), ema_decay=0.0), ours)
 
 
 def test_bad_inputs_name_the_problem(pretrained, tmp_path):

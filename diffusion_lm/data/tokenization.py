@@ -43,6 +43,11 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return len(self.hf)
 
+    def same_tokens(self, other: "TextTokenizer") -> bool:
+        """Same vocabulary (token → id) and the same special ids: ids mean the same text in both."""
+        return (self.pad_id, self.sep_id, self.eos_id, self.mask_id) == (other.pad_id, other.sep_id, other.eos_id, other.mask_id) \
+            and self.hf.get_vocab() == other.hf.get_vocab()
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         if self._direct:
             return [e.ids for e in self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]

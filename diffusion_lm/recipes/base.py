@@ -31,7 +31,7 @@ from ..data.base import TokenizedDataModule
 from ..data.layout import trim_at_eos
 from ..data.tokenization import TextTokenizer
 from ..diffusion.process import ForwardPasses, LossOutput
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..flops import CountsFlops, StepFlops
 from ..metrics.text import default_metrics
 from ..models.config import DenoiserConfig
@@ -122,6 +122,7 @@ class BaseRecipe(CountsFlops, L.LightningModule):
         self._vector_names = {n for n, p in self.denoiser.named_parameters() if p.dim() < 2}
         self.ema = EMA(self.denoiser, ema_decay) if ema_decay > 0 else None
         self.tokenizer: TextTokenizer | None = None
+        self.tokenizer_source: str | None = None  # where pretrained weights' tokenizer came from (init_from)
         self.metrics = nn.ModuleDict(default_metrics())
         self.eval_loss = MeanMetric()
         self.eval_steps = MeanMetric()
@@ -159,6 +160,12 @@ class BaseRecipe(CountsFlops, L.LightningModule):
         if not isinstance(dm, TokenizedDataModule):
             return
         cfg = self.denoiser.config
+        if self.tokenizer_source is not None and self.tokenizer is not None and not self.tokenizer.same_tokens(dm.tokenizer):
+            # the size check below cannot see this: two BPEs of one size give the same ids to different text
+            raise CheckpointError(
+                f"the data module's tokenizer is not the one stored in {self.tokenizer_source} (same size, different "
+                f"tokens): set data.init_args.tokenizer: {self.tokenizer_source}"
+            )
         self.tokenizer = dm.tokenizer
         if self.tokenizer.vocab_size != cfg.vocab_size:
             raise ConfigError(

@@ -50,7 +50,7 @@ class FromPretrained:
         if self.ema is not None:
             self.ema.model.load_state_dict(self.denoiser.state_dict())
         if pre.tokenizer is not None:
-            self.tokenizer = pre.tokenizer
+            self.tokenizer, self.tokenizer_source = pre.tokenizer, pre.source  # the data's must be this one (setup)
         # a plain dict, like the CLI's, so that checkpoints load with weights_only=True
         self.hparams["denoiser"] = self.denoiser.config.to_dict()
         self.hparams["vocab_size"] = self.denoiser.config.vocab_size

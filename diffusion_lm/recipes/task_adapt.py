@@ -112,23 +112,9 @@ class TaskAdapt(FromPretrained, DiffusionRecipe):
                          process=checkpoint_process(pre, process), vocab_size=pre.config.vocab_size, **kwargs)
         self.init_from_pretrained(pre)
         self.checkpoint_path = checkpoint
-        self._pretrained_tokenizer = pre.tokenizer
         trained = set(matching_parameters(self.denoiser, trainable, "TaskAdapt.trainable"))
         for name, p in self.denoiser.named_parameters():
             p.requires_grad_(name in trained)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self._pretrained_tokenizer is None or self.tokenizer is None:
-            return
-        pre = self._pretrained_tokenizer
-        same = pre.hf.get_vocab() == self.tokenizer.hf.get_vocab() and \
-            (pre.pad_id, pre.sep_id, pre.eos_id) == (self.tokenizer.pad_id, self.tokenizer.sep_id, self.tokenizer.eos_id)
-        if not same:
-            raise CheckpointError(
-                f"the data module's tokenizer is not the one stored in {self.checkpoint_path} (same size, different "
-                f"tokens): set data.init_args.tokenizer: {self.checkpoint_path}"
-            )
 
     def on_fit_start(self) -> None:
         n_train = self.denoiser.num_parameters(trainable_only=True)

@@ -48,8 +48,8 @@ def test_report_writes_tables_plots_and_keeps_the_rest_of_the_page(tmp_path):
     (docs / "results.md").write_text("# Results\n\nhand-written intro\n\n" + claims.BEGIN + "\nold\n" + claims.END + "\n\n## Other\nkept\n")
     (tmp_path / "README.md").write_text("x\n" + claims.VERDICTS_BEGIN + "\nold\n" + claims.VERDICTS_END + "\ny\n")
     for s, (u, t) in enumerate([(0.50, 0.40), (0.51, 0.41), (0.52, 0.42)]):
-        write(out / "importance_commongen" / "uniform" / f"seed{s}.json", run("uniform", s, 4.0, cider=u))
-        write(out / "importance_commongen" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, 4.0, cider=t))
+        write(out / "importance_commongen" / "uniform" / f"seed{s}.json", run("uniform", s, 6.0, cider=u))
+        write(out / "importance_commongen" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, 6.0, cider=t))
         write(out / "task_adapt" / "task_adapt" / f"seed{s}.json",
               run("task_adapt", s, 15.1 + 0.1 * s, trained_params=250_000, params=1_000_000, steps=900))
     verdicts = claims.report(out, docs)
@@ -107,3 +107,16 @@ def test_every_shared_stage_parses_through_the_cli(stage, capsys, monkeypatch):
         main(["fit", *args, "--print_config"])
     assert e.value.code == 0, stage
     capsys.readouterr()
+
+
+def test_a_cider_claim_below_the_bleu_floor_draws_no_verdict(tmp_path):
+    out = tmp_path / "runs"
+    for s in range(3):
+        write(out / "importance_commongen" / "uniform" / f"seed{s}.json", run("uniform", s, 1.8, cider=0.07 + 0.01 * s))
+    _, v, _ = claims.report_training(out, "importance_commongen")
+    assert v.startswith("not run on the CPU: its baseline `uniform` stays below the noise floor there (CIDEr-D 0.080"), v
+    assert "--gpu --claims importance_commongen" in v
+    for s in range(3):
+        write(out / "importance_commongen" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, 2.0, cider=0.5))
+    _, v, _ = claims.report_training(out, "importance_commongen")
+    assert v.startswith("alpha_1 vs uniform: inconclusive (SacreBLEU of both below 5"), v

@@ -11,13 +11,15 @@
 #   SCALE=cpu experiments/multi30k/task_specific/ablation.sh    # reduced scale for a small CPU box
 #   ROWS="uniform importance_a1" SCALE=cpu …                     # a subset of rows
 #   EXTRA="--trainer.limit_test_batches=2" …                      # more CLI arguments for every fit and test
-# Results: runs/task_specific/<row>/ (TensorBoard, checkpoints) and runs/task_specific/results.tsv.
+#   for s in 0 1 2; do SEED=$s SCALE=gpu …; done                   # three seeds (the pretrain row is trained once)
+# Results: runs/task_specific/<row>/seed<k>/ (TensorBoard, checkpoints) and runs/task_specific/results.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 DIR=experiments/multi30k/task_specific
 OUT=runs/task_specific
 PY=${PY:-python}
 SCALE=${SCALE:-gpu}
+SEED=${SEED:-0}
 ROWS=${ROWS:-"pretrain uniform importance_a1 importance_a0.5 importance_a2 task_adapt scratch_q"}
 read -ra EXTRA <<< "${EXTRA:-}"
 PRETRAINED=$OUT/pretrain_tatoeba/checkpoints/last.ckpt
@@ -48,24 +50,29 @@ fi
 
 row() {  # row NAME CONFIG STEPS ARGS… : fit, then test the last checkpoint
   local name=$1 config=$2 steps=$3; shift 3
-  local args=(--config "$config" --trainer.max_steps="$steps" --trainer.max_time=null
-              --trainer.logger.init_args.name="$name" --trainer.logger.init_args.version=run "${COMMON[@]}" "$@" "${EXTRA[@]}")
-  rm -rf "$OUT/$name/run"
+  local version=seed$SEED
+  [[ $name == pretrain_tatoeba ]] && version=seed0
+  local args=(--config "$config" --trainer.max_steps="$steps" --trainer.max_time=null --seed_everything="${version#seed}"
+              --trainer.logger.init_args.name="$name" --trainer.logger.init_args.version="$version" "${COMMON[@]}" "$@" "${EXTRA[@]}")
+  if [[ $name == pretrain_tatoeba && -f $PRETRAINED && $SEED != 0 ]]; then
+    echo "=== $name: $PRETRAINED exists (trained at seed 0), kept for seed $SEED"; return
+  fi
+  rm -rf "${OUT:?}/$name/$version"
   echo "=== $name: $PY -m diffusion_lm.cli fit ${args[*]}"
   local t0=$SECONDS
   "$PY" -m diffusion_lm.cli fit "${args[@]}"
   local fit_s=$((SECONDS - t0))
-  local ckpt=$OUT/$name/run/checkpoints/last.ckpt
+  local ckpt=$OUT/$name/$version/checkpoints/last.ckpt
   [[ $name == pretrain_tatoeba ]] && ckpt=$PRETRAINED
-  "$PY" -m diffusion_lm.cli test "${args[@]}" --ckpt_path "$ckpt" --weights_only=false 2>&1 | tee "$OUT/$name/test.log"
+  "$PY" -m diffusion_lm.cli test "${args[@]}" --ckpt_path "$ckpt" --weights_only=false 2>&1 | tee "$OUT/$name/$version.test.log"
   local bleu loss
-  bleu=$(grep -a "test/bleu" "$OUT/$name/test.log" | grep -oE "[0-9]+\.[0-9]+" | tail -1)
-  loss=$(grep -a "test/loss" "$OUT/$name/test.log" | grep -oE "[0-9]+\.[0-9]+" | tail -1)
-  printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$SCALE" "$steps" "$fit_s" "$loss" "$bleu" | tee -a "$OUT/results.tsv"
+  bleu=$(grep -a "test/bleu" "$OUT/$name/$version.test.log" | grep -oE "[0-9]+\.[0-9]+" | tail -1)
+  loss=$(grep -a "test/loss" "$OUT/$name/$version.test.log" | grep -oE "[0-9]+\.[0-9]+" | tail -1)
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$SEED" "$SCALE" "$steps" "$fit_s" "$loss" "$bleu" | tee -a "$OUT/results.tsv"
 }
 
 mkdir -p "$OUT"
-[[ -f $OUT/results.tsv ]] || printf "row\tscale\tsteps\tfit_seconds\ttest_loss\ttest_bleu\n" > "$OUT/results.tsv"
+[[ -f $OUT/results.tsv ]] || printf "row\tseed\tscale\tsteps\tfit_seconds\ttest_loss\ttest_bleu\n" > "$OUT/results.tsv"
 for r in $ROWS; do
   case $r in
     pretrain) row pretrain_tatoeba $DIR/pretrain_tatoeba.yaml "$PRETRAIN_B" "${ARCH[@]}" \

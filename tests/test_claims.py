@@ -12,7 +12,8 @@ claims = pytest.importorskip("claims")
 
 def test_verdicts_need_three_seeds_the_floor_and_two_std():
     assert claims.verdict([15.0, 15.2], [17, 17.1, 17.2]).startswith("inconclusive (fewer than 3 seeds")
-    assert claims.verdict([1.0, 1.2, 1.1], [3.0, 3.1, 3.2]).startswith("inconclusive (both below")
+    assert claims.verdict([1.0, 1.2, 1.1], [3.0, 3.1, 3.2]).startswith("inconclusive (both below 5: noise")
+    assert claims.verdict([1.4], [1.1]).startswith("inconclusive (both below 5: noise")  # noise whatever the seeds
     assert claims.verdict([15.0, 15.5, 16.0], [15.4, 15.9, 16.4]).startswith("inconclusive (difference +0.40")
     assert claims.verdict([15.0, 15.1, 15.2], [16.0, 16.1, 16.2]).startswith("confirmed (+1.00")
     assert claims.verdict([15.0, 15.1, 15.2], [14.0, 14.1, 14.2]).startswith("not confirmed (-1.00")

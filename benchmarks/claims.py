@@ -344,7 +344,8 @@ def run_adaptive(args, seed: int, out: Path) -> dict:
     cli = build([], overrides)
     cal = calibrate(cli.trainer, cli.model, cli.datamodule, ckpt_path=str(src), epsilons=EPSILONS, output_dir=str(root),
                     store=False)
-    rec = {"claim": "adaptive", "arm": "calibrated", "seed": seed, "checkpoint": str(src), "calibration": cal,
+    shown = f"runs/claims/importance/uniform/seed{seed}/checkpoints/last.ckpt"  # under the default --out
+    rec = {"claim": "adaptive", "arm": "calibrated", "seed": seed, "checkpoint": shown, "calibration": cal,
            "epsilon": cal["chosen"]["epsilon"], **test_scores(cli)}
     rec["fixed"] = []
     for k in FIXED_KS:

@@ -111,7 +111,6 @@ class TaskAdapt(FromPretrained, DiffusionRecipe):
         super().__init__(timestep_sampler=timestep_sampler or ImportanceSampler(), denoiser=architecture,
                          process=checkpoint_process(pre, process), vocab_size=pre.config.vocab_size, **kwargs)
         self.init_from_pretrained(pre)
-        self.checkpoint_path = checkpoint
         trained = set(matching_parameters(self.denoiser, trainable, "TaskAdapt.trainable"))
         for name, p in self.denoiser.named_parameters():
             p.requires_grad_(name in trained)

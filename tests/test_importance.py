@@ -233,7 +233,13 @@ def _ddp_worker(fabric, n: int):
         grad_est.accumulate(model, proc, {k: v[lo:hi] for k, v in batch.items()}, t[lo:hi], bins, noise[lo:hi])
         loss_est.observe_losses(t[lo:hi], losses[lo:hi])
     out = torch.stack([grad_est.values(), loss_est.values()]).nan_to_num(-1.0)
-    return fabric.all_gather(out).tolist()  # (world, 2, K): every rank's statistics (a list: no shared memory)
+    gathered = fabric.all_gather(out).tolist()  # (world, 2, K): every rank's statistics (a list: no shared memory)
+    if world > 1:
+        # Tear gloo down before the process exits: a group left alive aborts the worker at exit
+        # ("terminate called without an active exception"), failing the test at random.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return gathered
 
 
 @pytest.mark.timeout(300)

@@ -65,6 +65,23 @@ def test_cli_fast_dev_run(toy_root, tmp_path, monkeypatch):
     assert isinstance(seen["trainer"].strategy.checkpoint_io, SafeCheckpointIO)  # weights-only loading
 
 
+def test_config_yaml_goes_to_the_log_dir_and_nowhere_without_a_logger(toy_root, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = str(toy_config(tmp_path, toy_root))
+    main(["fit", "--config", cfg, "--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.default_root_dir=null"])
+    assert not list(cwd.rglob("config.yaml"))  # the working directory is not a run directory
+    main(["fit", "--config", cfg, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+          "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger", f"--trainer.logger.save_dir={tmp_path / 'tb'}"])
+    main(["fit", "--config", cfg, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+          f"--trainer.default_root_dir={tmp_path / 'root'}"])  # no logger, a run directory of its own
+    assert not list(cwd.rglob("config.yaml"))
+    for where, steps in (("tb", 1), ("root", 2)):
+        (saved,) = (tmp_path / where).rglob("config.yaml")
+        assert yaml.safe_load(saved.read_text())["trainer"]["max_steps"] == steps
+
+
 def test_omegaconf_interpolation(toy_root, tmp_path, capsys):
     cfg = toy_config(tmp_path, toy_root, lr=0.002, warmup_steps="${model.init_args.denoiser.n_layers}")
     with pytest.raises(SystemExit):

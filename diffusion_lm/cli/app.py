@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from ..checkpoint import SafeCheckpointIO
 from ..recipes.base import BaseRecipe
@@ -29,6 +30,16 @@ def trainer_defaults() -> dict:
             ModelCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=1000),
         ],
     }
+
+
+class RunConfig(SaveConfigCallback):
+    """Writes the run's ``config.yaml`` into the logger's directory or, without a logger, into
+    ``trainer.default_root_dir``. A run with neither (e.g. ``test --trainer.logger=false``) writes nothing:
+    Lightning would fall back to the working directory, which is not a run directory."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.logger is not None or Path(trainer.default_root_dir).resolve() != Path.cwd().resolve():
+            super().setup(trainer, pl_module, stage)
 
 
 class DiffusionLMCLI(LightningCLI):
@@ -79,6 +90,7 @@ def build_cli(args: list[str], run: bool = True) -> DiffusionLMCLI:
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
         trainer_defaults=trainer_defaults(),
+        save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

@@ -2,7 +2,8 @@
 
 Each arm (an overlay in ``experiments/quality/``, on ``experiments/demo.yaml``) trains once for ``--steps``
 with a checkpoint every ``--every`` steps (``diffusion-lm fit``, TensorBoard under ``<out>/<arm>/tb``, one
-validation pass per checkpoint); then every checkpoint decodes the whole test split at each K. This is what
+validation pass per checkpoint); then every checkpoint decodes the whole test split at each K of ``--ks``, the
+last one also at ``--final-ks`` (quality against K, the FastDiSS question). This is what
 says which budget a claim needs before its seeds are spent (``benchmarks/claims.py``: the baseline must reach
 15 BLEU). Resumable: a fit whose last checkpoint exists and an evaluation already in ``curve.json`` are skipped.
 Wall time per checkpoint is the checkpoint file's time minus the run's start (TensorBoard ``config.yaml``), so
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import DEMO, generator_with_steps  # noqa: E402
 
 ARMS = ROOT / "experiments" / "quality"
+NOISE = 5.0  # BLEU below this is noise (docs/results.md)
 GPU = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed", "--data.init_args.max_tokens=16384"]
 
 
@@ -92,23 +94,34 @@ def evaluate(arm: str, step: int, path: Path, ks: list[int], args) -> list[dict]
     return rows
 
 
-def plot(rows: list[dict], path: Path, floor: float) -> None:
+def plot(rows: list[dict], ks: list[int], path: Path, floor: float) -> None:
+    """Left: BLEU against training steps at every ``ks``; right: BLEU against K at the last checkpoint."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        for k, style in zip(sorted({r["k"] for r in rows}), ("-", "--", ":", "-.")):
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    last = max(r["step"] for r in rows)
+    fig, (ax, by_k) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    for arm, color in zip(arms, ("C0", "C1", "C2", "C3", "C4")):
+        for k, style in zip(ks, ("-", "--", ":", "-.")):
             pts = sorted((r["step"], r["bleu"]) for r in rows if r["arm"] == arm and r["k"] == k)
-            ax.plot(*zip(*pts), style, marker="o", label=f"{arm}, K={k}")
-    ax.axhline(floor, color="grey", lw=0.8)
-    ax.text(ax.get_xlim()[0], floor, f" claims floor ({floor:g} BLEU)", va="bottom", color="grey", fontsize=8)
+            ax.plot(*zip(*pts), style, color=color, marker="o", label=f"{arm}, K={k}")
+        pts = sorted((r["k"], r["bleu"]) for r in rows if r["arm"] == arm and r["step"] == last)
+        by_k.plot(*zip(*pts), color=color, marker="o", label=arm)
+    for a in (ax, by_k):
+        for y, text, style in ((floor, f" claims floor ({floor:g} BLEU)", "-"), (NOISE, f" below {NOISE:g}: noise", ":")):
+            a.axhline(y, color="grey", lw=0.8, ls=style)
+            a.text(a.get_xlim()[0], y, text, va="bottom", color="grey", fontsize=8)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, ncol=2 if a is ax else 1)
     ax.set_xlabel("training steps")
     ax.set_ylabel("test SacreBLEU (Multi30k test_2016_flickr)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    ax.set_title("during training", fontsize=9)
+    by_k.set_xscale("log")
+    by_k.set_xlabel("sampling steps K")
+    by_k.set_title(f"after {last:,} steps", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -128,6 +141,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=9000)
     p.add_argument("--every", type=int, default=1500, help="steps between checkpoints (each one is evaluated)")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 20], help="sampling steps K tested at every checkpoint")
+    p.add_argument("--final-ks", type=int, nargs="*", default=[2, 10, 50], help="more K, tested at the last checkpoint only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu", action="store_true", help="bf16, 16k-token batches")
     p.add_argument("--out", default="runs/learning_curve")
@@ -146,12 +160,13 @@ def main() -> None:
     for arm in args.arms:
         fit(arm, args)
         for step, path in checkpoints(arm, args):
-            ks = [k for k in args.ks if not any(r["arm"] == arm and r["step"] == step and r["k"] == k for r in rows)]
+            wanted = args.ks + (args.final_ks if step == args.steps else [])
+            ks = [k for k in wanted if not any(r["arm"] == arm and r["step"] == step and r["k"] == k for r in rows)]
             if ks:
                 rows += evaluate(arm, step, path, ks, args)
                 save(rows, curve)
-    rows = [r for r in rows if r["arm"] in args.arms and r["k"] in args.ks]
-    plot(rows, Path(args.png) if args.png else out / "curve.png", args.floor)
+    rows = [r for r in rows if r["arm"] in args.arms and r["step"] <= args.steps]
+    plot(rows, args.ks, Path(args.png) if args.png else out / "curve.png", args.floor)
     ks = sorted({r["k"] for r in rows})
     print("| arm | step | wall (min) | " + " | ".join(f"BLEU K={k}" for k in ks) + " |")
     print("|---|---:|---:|" + "---:|" * len(ks))
@@ -159,7 +174,7 @@ def main() -> None:
         for step, _ in checkpoints(arm, args):
             at = {r["k"]: r for r in rows if r["arm"] == arm and r["step"] == step}
             wall = next(iter(at.values()))["wall_s"] / 60
-            print(f"| {arm} | {step:,} | {wall:.1f} | " + " | ".join(f"{at[k]['bleu']:.2f}" for k in ks) + " |")
+            print(f"| {arm} | {step:,} | {wall:.1f} | " + " | ".join(f"{at[k]['bleu']:.2f}" if k in at else "—" for k in ks) + " |")
 
 
 if __name__ == "__main__":

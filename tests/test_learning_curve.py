@@ -33,3 +33,11 @@ def test_fit_command_parses_and_checkpoints_every_n_steps(arm, tmp_path, capsys,
 def test_unknown_arm_names_the_known_ones():
     with pytest.raises(SystemExit, match=r"no arm 'continous'.*known: .*continuous"):
         curve.overlay("continous")
+
+
+def test_plot_draws_both_panels(tmp_path):
+    rows = [{"arm": arm, "step": step, "k": k, "bleu": step / 1000 + k / 10 + i, "test_loss": 1.0, "wall_s": step / 10}
+            for i, arm in enumerate(["continuous", "fastdiss"]) for step in (100, 200) for k in (1, 5, 20)]
+    rows += [dict(rows[-1], k=50, bleu=3.0)]  # a --final-ks value: at the last checkpoint only
+    curve.plot(rows, [1, 5, 20], tmp_path / "curve.png", 15.0)
+    assert (tmp_path / "curve.png").stat().st_size > 10_000 and not list(tmp_path.glob("*.tmp*"))

@@ -114,10 +114,24 @@ def test_a_cider_claim_below_the_bleu_floor_draws_no_verdict(tmp_path):
     out = tmp_path / "runs"
     for s in range(3):
         write(out / "importance_commongen" / "uniform" / f"seed{s}.json", run("uniform", s, 1.8, cider=0.07 + 0.01 * s))
-    _, v, _ = claims.report_training(out, "importance_commongen")
+    _, v, _ = claims.report_training(out, "importance_commongen", tmp_path)
     assert v.startswith("not run on the CPU: its baseline `uniform` stays below the noise floor there (CIDEr-D 0.080"), v
     assert "--gpu --claims importance_commongen" in v
     for s in range(3):
         write(out / "importance_commongen" / "alpha_1" / f"seed{s}.json", run("alpha_1", s, 2.0, cider=0.5))
-    _, v, _ = claims.report_training(out, "importance_commongen")
+    _, v, _ = claims.report_training(out, "importance_commongen", tmp_path)
     assert v.startswith("alpha_1 vs uniform: inconclusive (SacreBLEU of both below 5"), v
+
+
+def test_a_claim_not_run_quotes_its_baselines_learning_curve(tmp_path):
+    docs = tmp_path / "docs"
+    _, v, _ = claims.report_training(tmp_path / "runs", "fastdiss", docs)
+    assert v == "not run on the CPU; GPU: `python benchmarks/claims.py --gpu --claims fastdiss`"
+    (docs / "results").mkdir(parents=True)
+    rows = [{"arm": arm, "step": step, "k": k, "bleu": bleu, "test_loss": 1.0, "wall_s": 1.0}
+            for arm, step, k, bleu in [("continuous", 100, 1, 2.0), ("continuous", 200, 20, 7.25), ("fastdiss", 200, 5, 9.0)]]
+    (docs / "results" / "learning_curve_cpu.json").write_text(json.dumps(rows))
+    _, v, _ = claims.report_training(tmp_path / "runs", "fastdiss", docs)
+    assert v.startswith("not run on the CPU: its baseline (`continuous` from scratch) reaches at most 7.25 BLEU there "
+                        "(K = 20, 200 steps, 1 seed"), v  # the fastdiss arm's 9.0 is not the baseline
+    assert v.endswith("short of the 15 BLEU the claims need; GPU: `python benchmarks/claims.py --gpu --claims fastdiss`")

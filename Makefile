@@ -66,6 +66,10 @@ bench-quality: install ## every recipe family at one size and wall-clock budget 
 claims: install ## the three papers' claims, 3 seeds per arm → docs/results.md (resumable; ≈ 2 h on 2 CPU cores)
 	$(PY) benchmarks/claims.py $(if $(HAS_GPU),--gpu) $(ARGS)
 
+.PHONY: learning-curve
+learning-curve: install ## test BLEU vs training steps, continuous diffusion and FastDiSS from scratch (resumable; ≈ 75 min on 2 CPU cores)
+	$(PY) benchmarks/learning_curve.py $(if $(HAS_GPU),--gpu) $(ARGS)
+
 .PHONY: bench-train
 bench-train: install ## training tokens/s + MFU: Lightning recipe vs a bare PyTorch loop (docs/performance.md)
 	@mkdir -p runs

@@ -12,7 +12,7 @@ it includes the validation passes.
     python benchmarks/learning_curve.py --arms continuous fastdiss --steps 9000 --every 1500 --ks 1 5 20
     python benchmarks/learning_curve.py --gpu --arms continuous fastdiss --steps 40000 --every 5000   # bf16, 16k-token batches
 
-Writes ``<out>/curve.json``, ``<out>/curve.png`` (``--png`` elsewhere) and prints a markdown table.
+Writes ``<out>/curve.json``, ``<out>/curve.png`` (``--png``, ``--json``: copies elsewhere) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="bf16, 16k-token batches")
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--png", default=None, help="where the plot goes (default <out>/curve.png)")
+    p.add_argument("--json", default=None, help="also write the plotted rows here (e.g. docs/results/)")
     p.add_argument("--floor", type=float, default=15.0, help="the BLEU line drawn on the plot")
     args = p.parse_args()
     if args.steps % args.every:
@@ -167,6 +168,8 @@ def main() -> None:
                 save(rows, curve)
     rows = [r for r in rows if r["arm"] in args.arms and r["step"] <= args.steps]
     plot(rows, args.ks, Path(args.png) if args.png else out / "curve.png", args.floor)
+    if args.json:
+        save(rows, Path(args.json))
     ks = sorted({r["k"] for r in rows})
     print("| arm | step | wall (min) | " + " | ".join(f"BLEU K={k}" for k in ks) + " |")
     print("|---|---:|---:|" + "---:|" * len(ks))

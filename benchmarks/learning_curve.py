@@ -38,7 +38,7 @@ GPU = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=
 def fit_command(arm: str, args) -> list[str]:
     """The ``diffusion-lm fit`` of one arm: the demo config, the arm's overlay, checkpoints every ``--every`` steps."""
     out = Path(args.out) / arm
-    return [sys.executable, "-m", "diffusion_lm.cli", "fit", "--config", DEMO, "--config", str(overlay(arm)),
+    return [sys.executable, "-m", "diffusion_lm.cli", "fit", "--config", DEMO, "--config", str(overlay(arm).relative_to(ROOT)),
             f"--seed_everything={args.seed}", f"--trainer.max_steps={args.steps}", "--trainer.max_time=null",
             f"--trainer.val_check_interval={args.every}", "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={out}", "--trainer.logger.init_args.name=tb",
@@ -110,6 +110,7 @@ def plot(rows: list[dict], ks: list[int], path: Path, floor: float) -> None:
             ax.plot(*zip(*pts), style, color=color, marker="o", label=f"{arm}, K={k}")
         pts = sorted((r["k"], r["bleu"]) for r in rows if r["arm"] == arm and r["step"] == last)
         by_k.plot(*zip(*pts), color=color, marker="o", label=arm)
+    by_k.set_xscale("log")  # before the floor labels, which are placed at the left edge
     for a in (ax, by_k):
         for y, text, style in ((floor, f" claims floor ({floor:g} BLEU)", "-"), (NOISE, f" below {NOISE:g}: noise", ":")):
             a.axhline(y, color="grey", lw=0.8, ls=style)
@@ -119,7 +120,6 @@ def plot(rows: list[dict], ks: list[int], path: Path, floor: float) -> None:
     ax.set_xlabel("training steps")
     ax.set_ylabel("test SacreBLEU (Multi30k test_2016_flickr)")
     ax.set_title("during training", fontsize=9)
-    by_k.set_xscale("log")
     by_k.set_xlabel("sampling steps K")
     by_k.set_title(f"after {last:,} steps", fontsize=9)
     fig.tight_layout()

@@ -132,6 +132,6 @@ def test_a_claim_not_run_quotes_its_baselines_learning_curve(tmp_path):
             for arm, step, k, bleu in [("continuous", 100, 1, 2.0), ("continuous", 200, 20, 7.25), ("fastdiss", 200, 5, 9.0)]]
     (docs / "results" / "learning_curve_cpu.json").write_text(json.dumps(rows))
     _, v, _ = claims.report_training(tmp_path / "runs", "fastdiss", docs)
-    assert v.startswith("not run on the CPU: its baseline (`continuous` from scratch) reaches at most 7.25 BLEU there "
-                        "(K = 20, 200 steps, 1 seed"), v  # the fastdiss arm's 9.0 is not the baseline
+    assert v.startswith("3 seeds not run on the CPU: its baseline (`continuous` from scratch) reaches at most 7.25 BLEU "
+                        "there (K = 20, 200 steps; one seed"), v  # the fastdiss arm's 9.0 is not the baseline
     assert v.endswith("short of the 15 BLEU the claims need; GPU: `python benchmarks/claims.py --gpu --claims fastdiss`")

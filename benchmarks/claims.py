@@ -30,7 +30,7 @@ Claims (``--claims``):
   fine-tuning.
 * ``fastdiss`` — FastDiSS vs plain self-conditioning, from scratch, K ∈ {1, 2, 5, 10, 20, 50}.
 
-``fastdiss`` trains continuous diffusion from scratch, whose baseline reaches 7.45 BLEU after 9,000 CPU steps
+``fastdiss`` trains continuous diffusion from scratch, whose baseline reaches 9.35 BLEU after 15,000 CPU steps
 (``benchmarks/learning_curve.py``), short of the 15-BLEU floor: it is meant for ``--gpu``, as are
 ``importance_commongen`` and ``ar2diff_squad``.
 Shared checkpoints (``STAGES``: the AR checkpoints, the Tatoeba and English models) are trained once, at seed 0,

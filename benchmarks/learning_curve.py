@@ -5,9 +5,10 @@ with a checkpoint every ``--every`` steps (``diffusion-lm fit``, TensorBoard und
 validation pass per checkpoint); then every checkpoint decodes the whole test split at each K of ``--ks``, the
 last one also at ``--final-ks`` (quality against K, the FastDiSS question). This is what
 says which budget a claim needs before its seeds are spent (``benchmarks/claims.py``: the baseline must reach
-15 BLEU). Resumable: a fit whose last checkpoint exists and an evaluation already in ``curve.json`` are skipped.
+15 BLEU). Resumable: a fit whose last checkpoint exists and an evaluation already in ``curve.json`` are skipped,
+and a killed fit resumes from its ``last.ckpt``.
 Wall time per checkpoint is the checkpoint file's time minus the run's start (TensorBoard ``config.yaml``), so
-it includes the validation passes.
+it includes the validation passes (after a resume it counts from the resumed start).
 
     python benchmarks/learning_curve.py --arms continuous fastdiss --steps 9000 --every 1500 --ks 1 5 20
     python benchmarks/learning_curve.py --gpu --arms continuous fastdiss --steps 40000 --every 5000   # bf16, 16k-token batches
@@ -36,8 +37,10 @@ GPU = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=
 
 
 def fit_command(arm: str, args) -> list[str]:
-    """The ``diffusion-lm fit`` of one arm: the demo config, the arm's overlay, checkpoints every ``--every`` steps."""
+    """The ``diffusion-lm fit`` of one arm: the demo config, the arm's overlay, checkpoints every ``--every`` steps;
+    a killed fit resumes from its ``last.ckpt`` (written with every checkpoint)."""
     out = Path(args.out) / arm
+    resume = out / "ckpt" / "last.ckpt"
     return [sys.executable, "-m", "diffusion_lm.cli", "fit", "--config", DEMO, "--config", str(overlay(arm).relative_to(ROOT)),
             f"--seed_everything={args.seed}", f"--trainer.max_steps={args.steps}", "--trainer.max_time=null",
             f"--trainer.val_check_interval={args.every}", "--trainer.enable_progress_bar=false",
@@ -45,7 +48,7 @@ def fit_command(arm: str, args) -> list[str]:
             "--trainer.logger.init_args.version=run", f"--trainer.callbacks.init_args.dirpath={out / 'ckpt'}",
             f"--trainer.callbacks.init_args.every_n_train_steps={args.every}", "--trainer.callbacks.init_args.save_top_k=-1",
             "--trainer.callbacks.init_args.filename=step{step}", "--trainer.callbacks.init_args.auto_insert_metric_name=false",
-            *(GPU if args.gpu else [])]
+            *(GPU if args.gpu else []), *([f"--ckpt_path={resume}"] if resume.is_file() else [])]
 
 
 def overlay(arm: str) -> Path:

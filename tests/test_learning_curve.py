@@ -28,6 +28,10 @@ def test_fit_command_parses_and_checkpoints_every_n_steps(arm, tmp_path, capsys,
     assert ckpt["init_args"]["dirpath"] == str(tmp_path / arm / "ckpt")
     assert cfg["trainer"]["max_steps"] == 600 and cfg["trainer"]["max_time"] is None and cfg["seed_everything"] == 3
     assert [s for s, _ in curve.checkpoints(arm, args)] == [200, 400, 600]
+    assert not any(a.startswith("--ckpt_path") for a in cmd)
+    (tmp_path / arm / "ckpt").mkdir(parents=True)
+    (tmp_path / arm / "ckpt" / "last.ckpt").touch()  # a fit killed after its first checkpoint
+    assert curve.fit_command(arm, args)[-1] == f"--ckpt_path={tmp_path / arm / 'ckpt' / 'last.ckpt'}"
 
 
 def test_unknown_arm_names_the_known_ones():

@@ -434,9 +434,13 @@ def trained_share(rec: dict) -> str:
     return f"{rec['trained_params'] / 1e6:.2f} M / {rec['params'] / 1e6:.2f} M ({100 * rec['trained_params'] / rec['params']:.0f}%)"
 
 
+def gpu_command(claim: str) -> str:
+    return f"GPU: `python benchmarks/claims.py --gpu --claims {claim}`"
+
+
 def not_run(claim: str, docs: Path) -> str:
     """Why a claim without records was not run on the CPU: its baseline's best point on a learning curve."""
-    gpu = f"GPU: `python benchmarks/claims.py --gpu --claims {claim}`"
+    gpu = gpu_command(claim)
     pattern, arm = CURVES.get(claim, (None, None))
     points = [r for f in sorted((docs / "results").glob(pattern)) for r in json.loads(f.read_text()) if r["arm"] == arm] \
         if pattern else []
@@ -474,7 +478,7 @@ def report_training(out: Path, claim: str, docs: Path) -> tuple[list[str], str, 
             return f"inconclusive (SacreBLEU of both below {FLOOR:g}: the outputs are noise, whatever {name_m} says)"
         return verdict([r[metric] for r in ref], [r[metric] for r in arm], floor=floor, parity=claim in PARITY, digits=digits)
 
-    gpu = f"GPU: `python benchmarks/claims.py --gpu --claims {claim}`"
+    gpu = gpu_command(claim)
     if set(data) == {base_name} and statistics.fmean(r.get(floor_key, FLOOR) for r in data[base_name]) < FLOOR:
         recs = data[base_name]
         also = f", SacreBLEU {fmt([r['bleu'] for r in recs])}" if floor_key != metric else ""

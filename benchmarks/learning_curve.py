@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from claims import CLAIMS_FLOOR  # noqa: E402
+from claims import FLOOR as NOISE  # noqa: E402 — BLEU below this is noise
 from quality import DEMO, generator_with_steps  # noqa: E402
 
 ARMS = ROOT / "experiments" / "quality"
-NOISE = 5.0  # BLEU below this is noise (docs/results.md)
 GPU = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed", "--data.init_args.max_tokens=16384"]
 
 
@@ -82,8 +83,8 @@ def evaluate(arm: str, step: int, path: Path, ks: list[int], args) -> list[dict]
 
     _quiet()
     config = with_checkpoint_defaults(["test", "--ckpt_path", str(path)])[1:3]  # ["--config", <checkpoint's config>]
-    device = ["--trainer.accelerator=gpu", "--trainer.devices=1"] if args.gpu else ["--trainer.accelerator=cpu", "--trainer.devices=1"]
-    cli = build_cli(config + device + ["--trainer.logger=false", "--trainer.enable_progress_bar=false",
+    device = f"--trainer.accelerator={'gpu' if args.gpu else 'cpu'}"
+    cli = build_cli(config + [device, "--trainer.devices=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
                                        "--trainer.enable_model_summary=false"], run=False)
     start = (Path(args.out) / arm / "tb" / "run" / "config.yaml").stat().st_mtime
     gen_cfg = cli.config.get("model.init_args.generator").as_dict()
@@ -150,7 +151,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--png", default=None, help="where the plot goes (default <out>/curve.png)")
     p.add_argument("--json", default=None, help="also write the plotted rows here (e.g. docs/results/)")
-    p.add_argument("--floor", type=float, default=15.0, help="the BLEU line drawn on the plot")
+    p.add_argument("--floor", type=float, default=CLAIMS_FLOOR, help="the BLEU line drawn on the plot")
     args = p.parse_args()
     if args.steps % args.every:
         raise SystemExit(f"error: --steps {args.steps} is not a multiple of --every {args.every}")
